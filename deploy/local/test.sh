@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the whole Edd Cloud test suite against real NATS and PostgreSQL (set up as for up.sh).
+# Idempotent. Extra arguments go to the test runner (cargo nextest run, else cargo test).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+# shellcheck source=deploy/local/lib.sh
+source deploy/local/lib.sh
+
+ensure_all
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run --workspace --no-fail-fast $*"
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    log "cargo-nextest not installed; cargo test --workspace --no-fail-fast $*"
+    cargo test --workspace --no-fail-fast "$@"
+fi

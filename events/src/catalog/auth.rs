@@ -1,0 +1,208 @@
+//! Events of the auth service (stream `AUTH`): users, sessions, service accounts, API tokens, and the
+//! uniqueness claims that keep usernames unique without a central lock.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::aggregate_event;
+use crate::subject::{Aggregate, Subject, Token};
+
+/// Scope → allowed actions, e.g. `"storage.u1.files": ["read"]`.
+pub type ScopeMap = BTreeMap<String, Vec<String>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserCreated {
+    pub user_id: Token,
+    pub username: String,
+    pub display_name: String,
+    pub is_admin: bool,
+}
+aggregate_event!(UserCreated, "auth.user.created.v1", "AUTH", "auth.user.{user_id}.created",
+    "A user account was created.", ["auth", "user"], user_id, "created");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserUpdated {
+    pub user_id: Token,
+    pub username: String,
+    pub display_name: String,
+    pub is_admin: bool,
+}
+aggregate_event!(UserUpdated, "auth.user.updated.v1", "AUTH", "auth.user.{user_id}.updated",
+    "A user's profile or admin flag changed; carries the full new state.", ["auth", "user"], user_id, "updated");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserDeleted {
+    pub user_id: Token,
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub is_admin: bool,
+}
+aggregate_event!(UserDeleted, "auth.user.deleted.v1", "AUTH", "auth.user.{user_id}.deleted",
+    "A user account was deleted; services remove what the user owned.", ["auth", "user"], user_id, "deleted");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionCreated {
+    pub session_id: Token,
+    pub user_id: Token,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+aggregate_event!(SessionCreated, "auth.session.created.v1", "AUTH", "auth.session.{session_id}.created",
+    "A login created a session (JWT `sid`).", ["auth", "session"], session_id, "created");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRevoked {
+    pub session_id: Token,
+    pub user_id: Token,
+    /// Services keep the revocation until the session would have expired anyway.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub expires_at: OffsetDateTime,
+}
+aggregate_event!(SessionRevoked, "auth.session.revoked.v1", "AUTH", "auth.session.{session_id}.revoked",
+    "A session was logged out or revoked; its token stops working everywhere.", ["auth", "session"], session_id, "revoked");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityUpdated {
+    pub service_account_id: Token,
+    pub user_id: Token,
+    pub name: String,
+    pub scopes: ScopeMap,
+    /// Increases with every change, so a consumer can ignore stale updates.
+    pub version: u64,
+}
+aggregate_event!(IdentityUpdated, "auth.identity.updated.v1", "AUTH", "auth.identity.{service_account_id}.updated",
+    "A service account was created or its scopes changed; carries the full scope map.",
+    ["auth", "identity"], service_account_id, "updated");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IdentityDeleted {
+    pub service_account_id: Token,
+    pub user_id: Token,
+    pub version: u64,
+}
+aggregate_event!(IdentityDeleted, "auth.identity.deleted.v1", "AUTH", "auth.identity.{service_account_id}.deleted",
+    "A service account was deleted; its tokens stop working.", ["auth", "identity"], service_account_id, "deleted");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenCreated {
+    pub token_id: Token,
+    /// The user who owns the token.
+    pub owner: Token,
+    /// Hex SHA-256 of the opaque token; the token itself never enters the log.
+    pub sha256: String,
+    /// Scopes of a personal token; absent when the token acts for a service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopeMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<Token>,
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+aggregate_event!(TokenCreated, "auth.token.created.v1", "AUTH", "auth.token.{token_id}.created",
+    "An API token was issued (only its SHA-256 is recorded).", ["auth", "token"], token_id, "created");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenRevoked {
+    pub token_id: Token,
+    pub owner: Token,
+}
+aggregate_event!(TokenRevoked, "auth.token.revoked.v1", "AUTH", "auth.token.{token_id}.revoked",
+    "An API token was revoked.", ["auth", "token"], token_id, "revoked");
+
+/// A uniqueness claim: the first `ClaimMade` on `auth.claim.{kind}.{key}` wins, because it is appended
+/// with "no earlier event on this exact subject". The key is the hex of the normalized value, so any
+/// value (dots, capitals, unicode) maps to one subject-safe token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimMade {
+    /// What is claimed, e.g. `username`.
+    pub kind: Token,
+    /// The claimed value as the user wrote it.
+    pub value: String,
+    /// Who holds it (a user id, a namespace id, …).
+    pub owner: String,
+}
+
+/// Gives a claimed value back, so a later claim may take it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ClaimReleased {
+    pub kind: Token,
+    pub value: String,
+    pub owner: String,
+}
+
+/// The subject-safe key of a claimed value: lowercase hex of its lowercased UTF-8 bytes. Claims are
+/// case-insensitive so `Ada` and `ada` cannot both exist.
+pub fn claim_key(value: &str) -> String {
+    value.to_lowercase().bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn claim_subject(kind: &Token, value: &str, verb: &str) -> Subject {
+    Subject::from_parts(&["auth", "claim", kind.as_str(), &claim_key(value), verb])
+}
+
+impl super::Event for ClaimMade {
+    const TYPE: &'static str = "auth.claim.made.v1";
+    const STREAM: &'static str = "AUTH";
+    const SUBJECT_PATTERN: &'static str = "auth.claim.{kind}.{hex(value)}.made";
+    const SUMMARY: &'static str = "A unique name was claimed; the first claim on a subject wins.";
+    fn subject(&self) -> Subject {
+        claim_subject(&self.kind, &self.value, "made")
+    }
+    fn aggregate(&self) -> Option<Aggregate> {
+        Some(Aggregate::from_parts(&["auth", "claim", self.kind.as_str(), &claim_key(&self.value)]))
+    }
+    fn aggregate_id(&self) -> Option<String> {
+        Some(claim_key(&self.value))
+    }
+}
+
+impl super::Event for ClaimReleased {
+    const TYPE: &'static str = "auth.claim.released.v1";
+    const STREAM: &'static str = "AUTH";
+    const SUBJECT_PATTERN: &'static str = "auth.claim.{kind}.{hex(value)}.released";
+    const SUMMARY: &'static str = "A claimed name was given back.";
+    fn subject(&self) -> Subject {
+        claim_subject(&self.kind, &self.value, "released")
+    }
+    fn aggregate(&self) -> Option<Aggregate> {
+        Some(Aggregate::from_parts(&["auth", "claim", self.kind.as_str(), &claim_key(&self.value)]))
+    }
+    fn aggregate_id(&self) -> Option<String> {
+        Some(claim_key(&self.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Event;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        let u = UserCreated {
+            user_id: Token::new("u1").unwrap(),
+            username: "ada".into(),
+            display_name: "Ada".into(),
+            is_admin: false,
+        };
+        assert_eq!(u.subject().as_str(), "auth.user.u1.created");
+        assert_eq!(u.aggregate().unwrap().filter(), "auth.user.u1.>");
+    }
+
+    #[test]
+    fn claim_keys_are_case_insensitive_and_subject_safe() {
+        assert_eq!(claim_key("Ada"), claim_key("ada"));
+        assert!(Token::new(claim_key("a.b*c> d")).is_ok());
+        let c = ClaimMade { kind: Token::new("username").unwrap(), value: "Ada".into(), owner: "u1".into() };
+        assert_eq!(c.subject().as_str(), "auth.claim.username.616461.made");
+        assert_eq!(c.aggregate().unwrap().filter(), "auth.claim.username.616461.>");
+    }
+}

@@ -1,0 +1,20 @@
+//! Edd Cloud service kit: what every service shares — configuration, logging, the HTTP app with
+//! its probes and request pipeline, problem+json errors, metrics and graceful shutdown.
+
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod middleware;
+mod probes;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;
+
+#[cfg(test)]
+mod tests;
+
+pub use app::App;
+pub use config::{secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
+pub use metrics::Metrics;
+pub use middleware::RequestId;
+pub use problem::Problem;
