@@ -54,7 +54,7 @@ pub async fn replay(
     stream: &str,
     filters: &[String],
     from_seq: u64,
-) -> Result<impl futures_util::Stream<Item = Result<Stored, ConsumeError>> + Unpin, ConsumeError> {
+) -> Result<impl futures_util::Stream<Item = Result<Stored, ConsumeError>> + Unpin + Send + 'static, ConsumeError> {
     let stream_handle = js
         .get_stream(stream)
         .await
@@ -64,10 +64,7 @@ pub async fn replay(
         deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: from_seq.max(1) },
         ..Default::default()
     };
-    let consumer = stream_handle
-        .create_consumer(config)
-        .await
-        .map_err(|e| ConsumeError::Consumer(e.to_string()))?;
+    let consumer = stream_handle.create_consumer(config).await.map_err(|e| ConsumeError::Consumer(e.to_string()))?;
     let messages = consumer.messages().await.map_err(|e| ConsumeError::Consumer(e.to_string()))?;
     Ok(messages.map(|item| {
         let msg = item.map_err(|e| ConsumeError::Consumer(e.to_string()))?;
@@ -87,10 +84,8 @@ pub async fn stream_head(js: &jetstream::Context, stream: &str) -> Result<u64, C
         .get_stream(stream)
         .await
         .map_err(|e| ConsumeError::Stream { stream: stream.to_owned(), detail: e.to_string() })?;
-    let info = handle
-        .info()
-        .await
-        .map_err(|e| ConsumeError::Stream { stream: stream.to_owned(), detail: e.to_string() })?;
+    let info =
+        handle.info().await.map_err(|e| ConsumeError::Stream { stream: stream.to_owned(), detail: e.to_string() })?;
     Ok(info.state.last_sequence)
 }
 
@@ -284,13 +279,7 @@ impl Reactor {
         }
     }
 
-    async fn dead_letter(
-        &self,
-        msg: &jetstream::Message,
-        seq: u64,
-        delivered: i64,
-        error: &str,
-    ) -> Result<(), String> {
+    async fn dead_letter(&self, msg: &jetstream::Message, seq: u64, delivered: i64, error: &str) -> Result<(), String> {
         use dead_letter_headers as h;
         let mut headers = HeaderMap::new();
         headers.insert(h::SUBJECT, msg.subject.as_str());
@@ -301,10 +290,7 @@ impl Reactor {
         let one_line: String = error.replace(['\r', '\n'], " ").chars().take(512).collect();
         headers.insert(h::ERROR, one_line.as_str());
         // One dead letter per (consumer, sequence), however often this runs.
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("dl-{}-{}", self.config.durable, seq).as_str(),
-        );
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dl-{}-{}", self.config.durable, seq).as_str());
         let ack = self
             .js
             .publish_with_headers(format!("deadletter.{}", self.config.durable), headers, msg.payload.clone())

@@ -26,10 +26,5 @@ pub use subject::{Aggregate, Subject, SubjectError, Token};
 /// Connects to NATS with the settings every Edd component uses: a name for the server's monitoring pages
 /// and unbounded reconnects (a service outlives a NATS restart; callers bound their own waits).
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connect(url)
-        .await
+    async_nats::ConnectOptions::new().name(name).retry_on_initial_connect().max_reconnects(None).connect(url).await
 }

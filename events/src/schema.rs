@@ -144,9 +144,6 @@ mod tests {
     fn committed_document_is_fresh() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/asyncapi.yaml");
         let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == asyncapi_yaml(),
-            "docs/asyncapi.yaml is stale: run `cargo run -p edd -- events schema`"
-        );
+        assert!(committed == asyncapi_yaml(), "docs/asyncapi.yaml is stale: run `cargo run -p edd -- events schema`");
     }
 }

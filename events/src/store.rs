@@ -140,11 +140,7 @@ impl EventStore {
     }
 
     /// Appends one event to its own aggregate.
-    pub async fn append_one<E: Event>(
-        &self,
-        envelope: &Envelope<E>,
-        expected: Expected,
-    ) -> Result<u64, AppendError> {
+    pub async fn append_one<E: Event>(&self, envelope: &Envelope<E>, expected: Expected) -> Result<u64, AppendError> {
         let out = Outgoing::encode(envelope)?;
         match envelope.data.aggregate() {
             Some(aggregate) => Ok(self.append(&aggregate, expected, &[out]).await?.last_seq),
@@ -160,13 +156,7 @@ impl EventStore {
 
     /// Claims `value` of `kind` (e.g. a username) for `owner`. Exactly one of any number of racing
     /// claims wins; the others get [`AppendError::Conflict`]. A released value can be claimed again.
-    pub async fn claim(
-        &self,
-        source: &str,
-        kind: &Token,
-        value: &str,
-        owner: &str,
-    ) -> Result<u64, AppendError> {
+    pub async fn claim(&self, source: &str, kind: &Token, value: &str, owner: &str) -> Result<u64, AppendError> {
         let made = auth::ClaimMade { kind: kind.clone(), value: value.to_owned(), owner: owner.to_owned() };
         let aggregate = made.aggregate().ok_or(AppendError::Empty)?;
         let envelope = Envelope::new(source, made);
@@ -179,7 +169,10 @@ impl EventStore {
                     Some((seq, ty)) if ty == auth::ClaimReleased::TYPE => {
                         Ok(self.append(&aggregate, Expected::Exactly(seq), &[out]).await?.last_seq)
                     }
-                    _ => Err(AppendError::Conflict { aggregate: aggregate.filter().to_owned(), expected: Expected::NoStream }),
+                    _ => Err(AppendError::Conflict {
+                        aggregate: aggregate.filter().to_owned(),
+                        expected: Expected::NoStream,
+                    }),
                 }
             }
             other => other.map(|a| a.last_seq),
@@ -188,25 +181,34 @@ impl EventStore {
 
     /// Releases a claim held by `owner`.
     pub async fn release(&self, source: &str, kind: &Token, value: &str, owner: &str) -> Result<u64, AppendError> {
-        let released =
-            auth::ClaimReleased { kind: kind.clone(), value: value.to_owned(), owner: owner.to_owned() };
+        let released = auth::ClaimReleased { kind: kind.clone(), value: value.to_owned(), owner: owner.to_owned() };
         self.append_one(&Envelope::new(source, released), Expected::Any).await
+    }
+
+    /// The sequence and id of the last event under `filter`, if any.
+    async fn last_event_id(&self, filter: &str) -> Result<Option<(u64, Uuid)>, AppendError> {
+        Ok(self.last_raw(filter).await?.map(|raw| (raw.stream_seq, raw.envelope.id)))
     }
 
     /// The sequence and type of the last event under `filter`, if any.
     async fn last_event(&self, filter: &str) -> Result<Option<(u64, String)>, AppendError> {
+        Ok(self.last_raw(filter).await?.map(|raw| (raw.stream_seq, raw.envelope.ty)))
+    }
+
+    async fn last_raw(&self, filter: &str) -> Result<Option<crate::envelope::RawEvent>, AppendError> {
         let stream_name = crate::streams::stream_for_subject(filter)
             .map(|s| s.name)
             .ok_or_else(|| AppendError::NoStream(filter.to_owned()))?;
-        let stream = self.js.get_stream(stream_name).await.map_err(|e| AppendError::Unavailable {
-            attempts: 1,
-            last: e.to_string(),
-        })?;
+        let stream = self
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
         match stream.get_last_raw_message_by_subject(filter).await {
             Ok(msg) => {
                 let raw = crate::envelope::RawEvent::parse(msg.sequence, msg.subject.as_str(), &msg.payload)
                     .map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
-                Ok(Some((msg.sequence, raw.envelope.ty)))
+                Ok(Some(raw))
             }
             Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
             Err(e) => Err(AppendError::Unavailable { attempts: 1, last: e.to_string() }),
@@ -229,12 +231,18 @@ impl EventStore {
             headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, seq.to_string().as_str());
             headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", aggregate.filter());
         }
-        self.publish_with_retry(event, headers).await.map_err(|e| match e {
-            AppendError::Conflict { .. } => {
-                AppendError::Conflict { aggregate: aggregate.filter().to_owned(), expected }
+        match self.publish_with_retry(event, headers).await {
+            Err(AppendError::Conflict { .. }) => {
+                // The server checks the expected sequence before de-duplicating, so a retry of an append
+                // whose ack was lost looks like a conflict. If the aggregate's last event is this very
+                // event, the append did happen: answer with its sequence.
+                match self.last_event_id(aggregate.filter()).await? {
+                    Some((seq, id)) if id == event.id => Ok(seq),
+                    _ => Err(AppendError::Conflict { aggregate: aggregate.filter().to_owned(), expected }),
+                }
             }
             other => other,
-        })
+        }
     }
 
     /// Publishes with the event id as `Nats-Msg-Id`, retrying transient failures with the same id.

@@ -41,10 +41,25 @@ pub const ALL: &[StreamSpec] = &[
     StreamSpec { name: "REGISTRY", subjects: &["registry.>"], kind: Kind::SourceOfTruth, max_age: None },
     StreamSpec { name: "GATEWAY", subjects: &["gateway.>"], kind: Kind::SourceOfTruth, max_age: None },
     StreamSpec { name: "GFS", subjects: &["gfs.>"], kind: Kind::SourceOfTruth, max_age: None },
-    StreamSpec { name: "NOTIFY", subjects: &["notify.>"], kind: Kind::Work, max_age: Some(Duration::from_secs(30 * 24 * 3600)) },
+    StreamSpec {
+        name: "NOTIFY",
+        subjects: &["notify.>"],
+        kind: Kind::Work,
+        max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+    },
     StreamSpec { name: "CLUSTER", subjects: &["cluster.>"], kind: Kind::Telemetry, max_age: Some(DAY) },
-    StreamSpec { name: "LOGS", subjects: &["log.>"], kind: Kind::Telemetry, max_age: Some(Duration::from_secs(14 * 24 * 3600)) },
-    StreamSpec { name: "DEADLETTER", subjects: &["deadletter.>"], kind: Kind::Work, max_age: Some(Duration::from_secs(30 * 24 * 3600)) },
+    StreamSpec {
+        name: "LOGS",
+        subjects: &["log.>"],
+        kind: Kind::Telemetry,
+        max_age: Some(Duration::from_secs(14 * 24 * 3600)),
+    },
+    StreamSpec {
+        name: "DEADLETTER",
+        subjects: &["deadletter.>"],
+        kind: Kind::Work,
+        max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+    },
 ];
 
 /// The spec of the stream called `name`.
@@ -92,27 +107,19 @@ pub enum EnsureError {
 }
 
 /// Creates every stream in `specs`, or updates it when its settings drifted. Safe to run on every start.
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    specs: &[StreamSpec],
-    replicas: usize,
-) -> Result<(), EnsureError> {
+pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec], replicas: usize) -> Result<(), EnsureError> {
     for spec in specs {
         let want = spec.config(replicas);
         match js.get_stream(spec.name).await {
             Ok(mut existing) => {
                 let have = existing.info().await.map(|i| i.config.clone()).ok();
                 if have.as_ref().is_some_and(|h| differs(h, &want)) {
-                    js.update_stream(&want)
-                        .await
-                        .map_err(|source| EnsureError::Update { name: spec.name, source })?;
+                    js.update_stream(&want).await.map_err(|source| EnsureError::Update { name: spec.name, source })?;
                     tracing::info!(stream = spec.name, "updated stream settings");
                 }
             }
             Err(_) => {
-                js.create_stream(want)
-                    .await
-                    .map_err(|source| EnsureError::Create { name: spec.name, source })?;
+                js.create_stream(want).await.map_err(|source| EnsureError::Create { name: spec.name, source })?;
                 tracing::info!(stream = spec.name, "created stream");
             }
         }

@@ -26,11 +26,13 @@ pub async fn skip(pool: &PgPool, name: &str, seq: u64, actor: &str, reason: &str
         return Err(AdminError::MissingReason);
     }
     let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT state, failed_seq, failed_error FROM edd_projections.checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| AdminError::Unknown(name.to_owned()))?;
+    let row = sqlx::query(
+        "SELECT state, failed_seq, failed_error FROM edd_projections.checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| AdminError::Unknown(name.to_owned()))?;
     let state: String = row.get(0);
     let failed: Option<i64> = row.get(1);
     let error: Option<String> = row.get(2);
@@ -77,7 +79,9 @@ pub async fn resume(pool: &PgPool, name: &str) -> Result<(), AdminError> {
             .await?;
     match state {
         None => return Err(AdminError::Unknown(name.to_owned())),
-        Some(s) if s != "halted" => return Err(AdminError::NotHalted { name: name.to_owned(), state: s, action: "resume" }),
+        Some(s) if s != "halted" => {
+            return Err(AdminError::NotHalted { name: name.to_owned(), state: s, action: "resume" })
+        }
         Some(_) => {}
     }
     sqlx::query("UPDATE edd_projections.checkpoints SET state = 'running', updated_at = now() WHERE name = $1")

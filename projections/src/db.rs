@@ -38,7 +38,8 @@ pub async fn ensure_database(admin_url: &str, name: &str, max_connections: u32) 
         match sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await {
             Ok(_) => tracing::info!(database = name, "created database"),
             // Another replica created it between our check and our create.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") || e.code().as_deref() == Some("23505") => {}
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("42P04") || e.code().as_deref() == Some("23505") => {}
             Err(e) => return Err(e.into()),
         }
     }

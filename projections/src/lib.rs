@@ -27,10 +27,7 @@ pub use status::Status;
 
 /// The PostgreSQL schema holding a projection's tables: `auth/users` → `auth_users`.
 pub fn schema_name(projection: &str) -> String {
-    projection
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
-        .collect()
+    projection.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect()
 }
 
 #[cfg(test)]

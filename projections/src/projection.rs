@@ -57,7 +57,8 @@ pub trait Projection: Send + Sync + 'static {
     /// DDL run in order, once each, inside the projection's schema.
     fn migrations(&self) -> &'static [&'static str];
     /// Applies one event.
-    fn apply<'a>(&'a self, tx: &'a mut PgConnection, event: &'a RawEvent) -> BoxFuture<'a, Result<Outcome, ApplyError>>;
+    fn apply<'a>(&'a self, tx: &'a mut PgConnection, event: &'a RawEvent)
+        -> BoxFuture<'a, Result<Outcome, ApplyError>>;
 
     /// Applies a batch in order. Override to turn a batch into one statement (e.g. `UNNEST` upserts);
     /// the default applies events one by one. Returns how many were skipped.

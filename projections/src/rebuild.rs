@@ -38,8 +38,10 @@ pub struct Report {
 pub enum RebuildError {
     #[error("cannot read the stream: {0}")]
     Stream(#[from] consume::ConsumeError),
-    #[error("event at sequence {seq} cannot be applied ({error}); the live projection keeps serving. \
-             Fix the code, or record a skip for it, then rebuild again")]
+    #[error(
+        "event at sequence {seq} cannot be applied ({error}); the live projection keeps serving. \
+             Fix the code, or record a skip for it, then rebuild again"
+    )]
     Poison { seq: u64, error: String },
     #[error("the stream ended before reaching the live position {live}")]
     Short { live: u64 },
@@ -76,7 +78,7 @@ pub async fn rebuild(
     while pending > 0 {
         let batch = runner::next_batch(&mut replay, batch_size).await?;
         pending = batch.last().map_or(0, |m| m.pending);
-        apply(&mut conn, projection, &shadow, &skips, &batch, &mut state, true).await?;
+        apply(&mut conn, projection, &shadow, &skips, &batch, &mut state).await?;
         progress(Progress { position: state.position, head, events: state.events });
     }
 
@@ -87,7 +89,7 @@ pub async fn rebuild(
         let batch = tokio::time::timeout(Duration::from_secs(10), runner::next_batch(&mut replay, batch_size))
             .await
             .map_err(|_| RebuildError::Short { live: row.position })??;
-        apply(&mut tx, projection, &shadow, &skips, &batch, &mut state, false).await?;
+        apply(&mut tx, projection, &shadow, &skips, &batch, &mut state).await?;
     }
     let live_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
         .bind(&live)
@@ -95,12 +97,11 @@ pub async fn rebuild(
         .await?;
     if live_exists {
         let old = format!("{live}__old");
-        sqlx::raw_sql(&format!(
+        let swap = format!(
             "DROP SCHEMA IF EXISTS \"{old}\" CASCADE; ALTER SCHEMA \"{live}\" RENAME TO \"{old}\"; \
              ALTER SCHEMA \"{shadow}\" RENAME TO \"{live}\"; DROP SCHEMA \"{old}\" CASCADE;"
-        ))
-        .execute(&mut *tx)
-        .await?;
+        );
+        sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(&swap)).await?;
     } else {
         sqlx::query(&format!("ALTER SCHEMA \"{shadow}\" RENAME TO \"{live}\"")).execute(&mut *tx).await?;
     }
@@ -133,7 +134,7 @@ struct Replayed {
     skipped_unknown: u64,
 }
 
-/// Applies one batch into the shadow schema (in its own transaction when `own_tx`).
+/// Applies one batch into the shadow schema, in a transaction (or a savepoint of the swap transaction).
 async fn apply(
     conn: &mut PgConnection,
     projection: &dyn Projection,
@@ -141,7 +142,6 @@ async fn apply(
     skips: &[u64],
     batch: &[consume::Stored],
     state: &mut Replayed,
-    own_tx: bool,
 ) -> Result<(), RebuildError> {
     let kept: Vec<_> = batch.iter().filter(|m| skips.binary_search(&m.seq).is_err()).cloned().collect();
     let (events, poison) = runner::parse_prefix(&kept);
@@ -150,16 +150,12 @@ async fn apply(
     }
     let mut savepoint = conn.begin().await?;
     store::set_search_path(&mut savepoint, shadow).await?;
-    let skipped = projection.apply_batch(&mut savepoint, &events).await.map_err(|e| RebuildError::Poison {
-        seq: events.first().map_or(0, |e| e.stream_seq),
-        error: e.to_string(),
-    })?;
-    if own_tx {
-        savepoint.commit().await?;
-    } else {
-        // Nested: a savepoint inside the swap transaction; keep search_path local to it.
-        savepoint.commit().await?;
-    }
+    let skipped = projection
+        .apply_batch(&mut savepoint, &events)
+        .await
+        .map_err(|e| RebuildError::Poison { seq: events.first().map_or(0, |e| e.stream_seq), error: e.to_string() })?;
+    // Inside the swap transaction this is a savepoint, whose commit releases it into the outer one.
+    savepoint.commit().await?;
     state.events += events.len() as u64;
     state.skipped_unknown += skipped;
     if let Some(last) = batch.last() {

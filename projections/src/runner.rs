@@ -12,7 +12,7 @@ use edd_events::{
     consume::{self, Stored},
     Envelope, EventStore, RawEvent, Token,
 };
-use futures_util::StreamExt;
+use futures_util::{future::BoxFuture, StreamExt};
 use sqlx::{postgres::PgListener, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -102,6 +102,9 @@ pub struct Runner {
     leader: watch::Sender<bool>,
 }
 
+/// The shutdown signal, boxed once so every step can poll it.
+type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// How a leadership term ended.
 enum Term {
     Shutdown,
@@ -115,7 +118,12 @@ enum BatchResult {
 }
 
 impl Runner {
-    pub fn new(pool: PgPool, js: jetstream::Context, projection: Arc<dyn Projection>, config: RunnerConfig) -> (Self, Handle) {
+    pub fn new(
+        pool: PgPool,
+        js: jetstream::Context,
+        projection: Arc<dyn Projection>,
+        config: RunnerConfig,
+    ) -> (Self, Handle) {
         let (position, position_rx) = watch::channel(0);
         let (leader, leader_rx) = watch::channel(false);
         let handle = Handle { name: projection.name(), position: position_rx, leader: leader_rx };
@@ -127,7 +135,7 @@ impl Runner {
     }
 
     /// Runs until `shutdown` resolves: follows commits as a standby, leads when it gets the lock.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RunError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
         let name = self.name();
         let setup = async {
             let mut conn = self.pool.acquire().await?;
@@ -143,7 +151,7 @@ impl Runner {
         setup.await.map_err(|source| RunError::Setup { name, source })?;
 
         let follower = tokio::spawn(follow(self.pool.clone(), name, self.position.clone()));
-        tokio::pin!(shutdown);
+        let mut shutdown: Shutdown = Box::pin(shutdown);
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.lead(&mut shutdown).await {
@@ -165,14 +173,21 @@ impl Runner {
     }
 
     /// One leadership term: wait for the lock, then apply until shutdown or an infrastructure error.
-    async fn lead<S: Future<Output = ()>>(&self, shutdown: &mut std::pin::Pin<&mut S>) -> Result<Term, sqlx::Error> {
+    // Boxed with an explicit `Send` so the compiler checks it here, with concrete lifetimes; otherwise
+    // spawning `run` trips over sqlx's higher-ranked `Executor` impls.
+    fn lead<'a>(&'a self, shutdown: &'a mut Shutdown) -> BoxFuture<'a, Result<Term, sqlx::Error>> {
+        Box::pin(self.lead_inner(shutdown))
+    }
+
+    async fn lead_inner(&self, shutdown: &mut Shutdown) -> Result<Term, sqlx::Error> {
         let name = self.name();
         // A dedicated connection: the lock lives and dies with it, and every apply runs on it, so a
         // runner that lost its lock cannot write.
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         let key = store::lock_key(name);
         loop {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut conn).await?;
             if got {
                 break;
             }
@@ -211,7 +226,9 @@ impl Runner {
             let mut position = position as u64;
             self.position.send_if_modified(|p| bump(p, position));
             let mut replay =
-                match consume::replay(&self.js, self.projection.stream(), &self.projection.filters(), position + 1).await {
+                match consume::replay(&self.js, self.projection.stream(), &self.projection.filters(), position + 1)
+                    .await
+                {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(projection = name, error = %e, "cannot read stream; retrying");
@@ -267,7 +284,17 @@ impl Runner {
     }
 
     /// Applies `events` and advances the checkpoint from `expected` in one transaction.
-    async fn apply_batch(
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        expected: u64,
+        events: &'a [RawEvent],
+        rate: f64,
+    ) -> BoxFuture<'a, Result<BatchResult, ApplyError>> {
+        Box::pin(self.apply_batch_inner(conn, expected, events, rate))
+    }
+
+    async fn apply_batch_inner(
         &self,
         conn: &mut PgConnection,
         expected: u64,
@@ -290,12 +317,12 @@ impl Runner {
 
     /// Applies events one per transaction, retrying a failing one with backoff, then halting on it.
     /// `None` means "replay from the checkpoint" (after a halt was resumed).
-    async fn apply_singly<S: Future<Output = ()>>(
+    async fn apply_singly(
         &self,
         conn: &mut PgConnection,
         mut position: u64,
         events: &[RawEvent],
-        shutdown: &mut std::pin::Pin<&mut S>,
+        shutdown: &mut Shutdown,
     ) -> Result<Option<Term>, sqlx::Error> {
         for event in events {
             let mut backoff = self.config.retry_backoff;
@@ -372,10 +399,10 @@ impl Runner {
     }
 
     /// Waits until an operator resumes or skips (`Ok(None)`), or shutdown (`Ok(Some(Shutdown))`).
-    async fn wait_resumed<S: Future<Output = ()>>(
+    async fn wait_resumed(
         &self,
         conn: &mut PgConnection,
-        shutdown: &mut std::pin::Pin<&mut S>,
+        shutdown: &mut Shutdown,
     ) -> Result<Option<Term>, sqlx::Error> {
         loop {
             let state: String = sqlx::query_scalar("SELECT state FROM edd_projections.checkpoints WHERE name = $1")

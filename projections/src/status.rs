@@ -34,9 +34,8 @@ pub async fn read(
     js: Option<&jetstream::Context>,
     filters: &dyn Fn(&str) -> Option<Vec<String>>,
 ) -> Result<Vec<Status>, sqlx::Error> {
-    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('edd_projections.checkpoints') IS NOT NULL")
-        .fetch_one(pool)
-        .await?;
+    let has_table: bool =
+        sqlx::query_scalar("SELECT to_regclass('edd_projections.checkpoints') IS NOT NULL").fetch_one(pool).await?;
     if !has_table {
         return Ok(Vec::new());
     }

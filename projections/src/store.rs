@@ -42,7 +42,7 @@ pub(crate) const CHANNEL: &str = "edd_projections";
 /// not safe against itself when two processes start at once.
 pub(crate) async fn ensure_bookkeeping(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_lock(7261001)").execute(&mut *conn).await?;
-    let result = sqlx::raw_sql(BOOKKEEPING).execute(&mut *conn).await;
+    let result = sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(BOOKKEEPING)).await;
     sqlx::query("SELECT pg_advisory_unlock(7261001)").execute(&mut *conn).await?;
     result.map(|_| ())
 }
@@ -64,12 +64,13 @@ pub(crate) async fn migrate(
     schema: &str,
     from: usize,
 ) -> Result<usize, sqlx::Error> {
-    sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).execute(&mut *conn).await?;
-    let all = p.migrations();
-    for (i, ddl) in all.iter().enumerate().skip(from) {
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    sqlx::query(&create).execute(&mut *conn).await?;
+    let all: &'static [&'static str] = p.migrations();
+    for (i, ddl) in all.iter().copied().enumerate().skip(from) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         set_search_path(&mut tx, schema).await?;
-        sqlx::raw_sql(ddl).execute(&mut *tx).await?;
+        sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(ddl)).await?;
         tx.commit().await?;
         tracing::info!(projection = p.name(), migration = i + 1, "applied migration");
     }
@@ -91,10 +92,11 @@ pub(crate) struct Locked {
 }
 
 pub(crate) async fn lock_row(tx: &mut PgConnection, name: &str) -> Result<Option<Locked>, sqlx::Error> {
-    let row = sqlx::query("SELECT position, state, migrations FROM edd_projections.checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(name)
-        .fetch_optional(tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT position, state, migrations FROM edd_projections.checkpoints WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(tx)
+            .await?;
     Ok(row.map(|r| Locked {
         position: r.get::<i64, _>(0) as u64,
         state: r.get(1),
@@ -126,11 +128,7 @@ pub(crate) async fn advance(
 }
 
 pub(crate) async fn notify(tx: &mut PgConnection, name: &str, position: u64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(format!("{name}:{position}"))
-        .execute(tx)
-        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(format!("{name}:{position}")).execute(tx).await?;
     Ok(())
 }
 

@@ -20,8 +20,16 @@ pub struct UserCreated {
     pub display_name: String,
     pub is_admin: bool,
 }
-aggregate_event!(UserCreated, "auth.user.created.v1", "AUTH", "auth.user.{user_id}.created",
-    "A user account was created.", ["auth", "user"], user_id, "created");
+aggregate_event!(
+    UserCreated,
+    "auth.user.created.v1",
+    "AUTH",
+    "auth.user.{user_id}.created",
+    "A user account was created.",
+    ["auth", "user"],
+    user_id,
+    "created"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserUpdated {
@@ -30,8 +38,16 @@ pub struct UserUpdated {
     pub display_name: String,
     pub is_admin: bool,
 }
-aggregate_event!(UserUpdated, "auth.user.updated.v1", "AUTH", "auth.user.{user_id}.updated",
-    "A user's profile or admin flag changed; carries the full new state.", ["auth", "user"], user_id, "updated");
+aggregate_event!(
+    UserUpdated,
+    "auth.user.updated.v1",
+    "AUTH",
+    "auth.user.{user_id}.updated",
+    "A user's profile or admin flag changed; carries the full new state.",
+    ["auth", "user"],
+    user_id,
+    "updated"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UserDeleted {
@@ -42,8 +58,16 @@ pub struct UserDeleted {
     #[serde(default)]
     pub is_admin: bool,
 }
-aggregate_event!(UserDeleted, "auth.user.deleted.v1", "AUTH", "auth.user.{user_id}.deleted",
-    "A user account was deleted; services remove what the user owned.", ["auth", "user"], user_id, "deleted");
+aggregate_event!(
+    UserDeleted,
+    "auth.user.deleted.v1",
+    "AUTH",
+    "auth.user.{user_id}.deleted",
+    "A user account was deleted; services remove what the user owned.",
+    ["auth", "user"],
+    user_id,
+    "deleted"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionCreated {
@@ -53,8 +77,16 @@ pub struct SessionCreated {
     #[schemars(with = "String")]
     pub expires_at: OffsetDateTime,
 }
-aggregate_event!(SessionCreated, "auth.session.created.v1", "AUTH", "auth.session.{session_id}.created",
-    "A login created a session (JWT `sid`).", ["auth", "session"], session_id, "created");
+aggregate_event!(
+    SessionCreated,
+    "auth.session.created.v1",
+    "AUTH",
+    "auth.session.{session_id}.created",
+    "A login created a session (JWT `sid`).",
+    ["auth", "session"],
+    session_id,
+    "created"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SessionRevoked {
@@ -65,8 +97,16 @@ pub struct SessionRevoked {
     #[schemars(with = "String")]
     pub expires_at: OffsetDateTime,
 }
-aggregate_event!(SessionRevoked, "auth.session.revoked.v1", "AUTH", "auth.session.{session_id}.revoked",
-    "A session was logged out or revoked; its token stops working everywhere.", ["auth", "session"], session_id, "revoked");
+aggregate_event!(
+    SessionRevoked,
+    "auth.session.revoked.v1",
+    "AUTH",
+    "auth.session.{session_id}.revoked",
+    "A session was logged out or revoked; its token stops working everywhere.",
+    ["auth", "session"],
+    session_id,
+    "revoked"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityUpdated {
@@ -77,9 +117,16 @@ pub struct IdentityUpdated {
     /// Increases with every change, so a consumer can ignore stale updates.
     pub version: u64,
 }
-aggregate_event!(IdentityUpdated, "auth.identity.updated.v1", "AUTH", "auth.identity.{service_account_id}.updated",
+aggregate_event!(
+    IdentityUpdated,
+    "auth.identity.updated.v1",
+    "AUTH",
+    "auth.identity.{service_account_id}.updated",
     "A service account was created or its scopes changed; carries the full scope map.",
-    ["auth", "identity"], service_account_id, "updated");
+    ["auth", "identity"],
+    service_account_id,
+    "updated"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityDeleted {
@@ -87,8 +134,16 @@ pub struct IdentityDeleted {
     pub user_id: Token,
     pub version: u64,
 }
-aggregate_event!(IdentityDeleted, "auth.identity.deleted.v1", "AUTH", "auth.identity.{service_account_id}.deleted",
-    "A service account was deleted; its tokens stop working.", ["auth", "identity"], service_account_id, "deleted");
+aggregate_event!(
+    IdentityDeleted,
+    "auth.identity.deleted.v1",
+    "AUTH",
+    "auth.identity.{service_account_id}.deleted",
+    "A service account was deleted; its tokens stop working.",
+    ["auth", "identity"],
+    service_account_id,
+    "deleted"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenCreated {
@@ -106,16 +161,32 @@ pub struct TokenCreated {
     #[schemars(with = "Option<String>")]
     pub expires_at: Option<OffsetDateTime>,
 }
-aggregate_event!(TokenCreated, "auth.token.created.v1", "AUTH", "auth.token.{token_id}.created",
-    "An API token was issued (only its SHA-256 is recorded).", ["auth", "token"], token_id, "created");
+aggregate_event!(
+    TokenCreated,
+    "auth.token.created.v1",
+    "AUTH",
+    "auth.token.{token_id}.created",
+    "An API token was issued (only its SHA-256 is recorded).",
+    ["auth", "token"],
+    token_id,
+    "created"
+);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenRevoked {
     pub token_id: Token,
     pub owner: Token,
 }
-aggregate_event!(TokenRevoked, "auth.token.revoked.v1", "AUTH", "auth.token.{token_id}.revoked",
-    "An API token was revoked.", ["auth", "token"], token_id, "revoked");
+aggregate_event!(
+    TokenRevoked,
+    "auth.token.revoked.v1",
+    "AUTH",
+    "auth.token.{token_id}.revoked",
+    "An API token was revoked.",
+    ["auth", "token"],
+    token_id,
+    "revoked"
+);
 
 /// A uniqueness claim: the first `ClaimMade` on `auth.claim.{kind}.{key}` wins, because it is appended
 /// with "no earlier event on this exact subject". The key is the hex of the normalized value, so any

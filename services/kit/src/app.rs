@@ -82,10 +82,7 @@ impl App {
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(from_fn(middleware::problem_errors))
             .layer(from_fn(middleware::catch_panic))
-            .layer(from_fn_with_state(
-                self.request_timeout,
-                middleware::timeout,
-            ))
+            .layer(from_fn_with_state(self.request_timeout, middleware::timeout))
             .layer(from_fn_with_state(self.metrics, metrics::record_http))
             .layer(from_fn(middleware::trace))
     }

@@ -16,11 +16,7 @@ pub struct CommonArgs {
     pub nats_url: String,
 
     /// PostgreSQL connection URL.
-    #[arg(
-        long,
-        env = "EDD_DATABASE_URL",
-        default_value = "postgres://edd:edd@127.0.0.1:5432/postgres"
-    )]
+    #[arg(long, env = "EDD_DATABASE_URL", default_value = "postgres://edd:edd@127.0.0.1:5432/postgres")]
     pub database_url: String,
 
     /// Log output format.
@@ -86,12 +82,7 @@ pub enum ConfigError {
 pub fn secret(name: &str) -> Result<Option<String>, ConfigError> {
     secret_from(name, |var| match std::env::var_os(var) {
         None => Ok(None),
-        Some(value) => value
-            .into_string()
-            .map(Some)
-            .map_err(|_| ConfigError::NotUnicode {
-                var: var.to_owned(),
-            }),
+        Some(value) => value.into_string().map(Some).map_err(|_| ConfigError::NotUnicode { var: var.to_owned() }),
     })
 }
 
@@ -106,16 +97,9 @@ fn secret_from(
     if let Some(path) = env(&file_var)? {
         let path = PathBuf::from(path);
         let contents =
-            std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
-                var: file_var,
-                path,
-                source,
-            })?;
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile { var: file_var, path, source })?;
         // Editors and `echo` add a final newline that is never part of the secret.
-        let secret = contents
-            .strip_suffix('\n')
-            .map(|s| s.strip_suffix('\r').unwrap_or(s))
-            .unwrap_or(&contents);
+        let secret = contents.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&contents);
         return Ok(Some(secret.to_owned()));
     }
     env(&var)
@@ -144,10 +128,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Result<Option<String>, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| Ok(vars.get(name).cloned())
     }
 
@@ -165,19 +146,13 @@ mod tests {
     #[test]
     fn secret_from_env_var() {
         let env = env_of(&[("EDD_JWT_KEY", "s3cret")]);
-        assert_eq!(
-            secret_from("jwt-key", env).unwrap().as_deref(),
-            Some("s3cret")
-        );
+        assert_eq!(secret_from("jwt-key", env).unwrap().as_deref(), Some("s3cret"));
     }
 
     #[test]
     fn secret_file_wins_and_loses_its_trailing_newline() {
         let path = temp_file("from-file\r\n");
-        let env = env_of(&[
-            ("EDD_JWT_KEY", "from-env"),
-            ("EDD_JWT_KEY_FILE", path.to_str().unwrap()),
-        ]);
+        let env = env_of(&[("EDD_JWT_KEY", "from-env"), ("EDD_JWT_KEY_FILE", path.to_str().unwrap())]);
         let secret = secret_from("jwt_key", env).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(secret.as_deref(), Some("from-file"));
@@ -206,8 +181,7 @@ mod tests {
             #[command(flatten)]
             common: CommonArgs,
         }
-        let cli =
-            Cli::try_parse_from(["edd", "--database-url", "postgres://u:pw@db:5432/x"]).unwrap();
+        let cli = Cli::try_parse_from(["edd", "--database-url", "postgres://u:pw@db:5432/x"]).unwrap();
         let shown = format!("{:?}", cli.common);
         assert!(shown.contains("postgres://u:***@db:5432/x"), "{shown}");
         assert!(!shown.contains("pw"), "{shown}");

@@ -28,10 +28,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let http = HttpMetrics::register(&mut registry);
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
-            http,
-        }
+        Self { registry: Arc::new(Mutex::new(registry)), http }
     }
 
     /// Registers a metric; keep a clone of it to update it. Counters get `_total` appended.
@@ -106,40 +103,19 @@ impl HttpMetrics {
     }
 
     fn observe(&self, method: &'static str, route: String, status: StatusCode, elapsed: Duration) {
-        self.duration
-            .get_or_create(&DurationLabels {
-                method,
-                route: route.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status_class: status_class(status),
-            })
-            .inc();
+        self.duration.get_or_create(&DurationLabels { method, route: route.clone() }).observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { method, route, status_class: status_class(status) }).inc();
     }
 }
 
 /// Middleware recording [`HttpMetrics`]. It must run after routing (`Router::layer`), where the
 /// matched route template is known, so `/files/{id}` stays one series however many ids exist.
-pub(crate) async fn record_http(
-    State(metrics): State<Metrics>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn record_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    metrics
-        .http
-        .observe(method, route, response.status(), started.elapsed());
+    metrics.http.observe(method, route, response.status(), started.elapsed());
     response
 }
 
@@ -176,11 +152,7 @@ mod tests {
     fn renders_registered_metrics_in_openmetrics_text() {
         let metrics = Metrics::new();
         let lag = Gauge::<i64>::default();
-        metrics.register(
-            "projection_lag",
-            "Events behind the stream head",
-            lag.clone(),
-        );
+        metrics.register("projection_lag", "Events behind the stream head", lag.clone());
         lag.set(42);
         let text = metrics.clone().render();
         assert!(text.contains("projection_lag 42"), "{text}");
@@ -198,14 +170,9 @@ mod tests {
         );
         let text = metrics.render();
         assert!(
-            text.contains(
-                r#"http_requests_total{method="OTHER",route="/files/{id}",status_class="4xx"} 1"#
-            ),
+            text.contains(r#"http_requests_total{method="OTHER",route="/files/{id}",status_class="4xx"} 1"#),
             "{text}"
         );
-        assert!(
-            text.contains("http_request_duration_seconds_bucket"),
-            "{text}"
-        );
+        assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
     }
 }

@@ -41,9 +41,7 @@ pub(crate) async fn trace(mut request: Request, next: Next) -> Response {
     // A checked client id or a UUID: both are valid header values, so this never fails in practice.
     let header = HeaderValue::from_str(&id).ok();
     if let Some(header) = &header {
-        request
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER, header.clone());
+        request.headers_mut().insert(REQUEST_ID_HEADER, header.clone());
     }
     // The query string is left out of logs: it can carry tokens.
     let span = tracing::info_span!(
@@ -73,20 +71,14 @@ pub(crate) async fn trace(mut request: Request, next: Next) -> Response {
 /// `^[A-Za-z0-9._-]{1,128}$`: ids end up in logs, headers and event metadata, so nothing that
 /// could forge a log line or bloat every record gets through.
 fn is_valid_request_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Turns a handler panic into a logged 500 instead of a dropped connection.
 pub(crate) async fn catch_panic(request: Request, next: Next) -> Response {
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
-        Err(payload) => {
-            Problem::internal(format!("handler panicked: {}", panic_message(&*payload)))
-                .into_response()
-        }
+        Err(payload) => Problem::internal(format!("handler panicked: {}", panic_message(&*payload))).into_response(),
     }
 }
 
@@ -101,20 +93,13 @@ fn panic_message(payload: &(dyn Any + Send)) -> &str {
 }
 
 /// Bounds the time until a handler produces its response head (streamed bodies are not cut off).
-pub(crate) async fn timeout(
-    State(limit): State<Duration>,
-    request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(timeout_s = limit.as_secs_f64(), "request timed out");
-            Problem::unavailable(format!(
-                "the request did not complete within {} s",
-                limit.as_secs_f64()
-            ))
-            .into_response()
+            Problem::unavailable(format!("the request did not complete within {} s", limit.as_secs_f64()))
+                .into_response()
         }
     }
 }
@@ -131,16 +116,14 @@ pub(crate) async fn problem_errors(request: Request, next: Next) -> Response {
         // axum's body-limit rejection is plain text naming axum internals.
         return Problem::payload_too_large("the request body is too large").into_response();
     }
-    let is_empty = response.headers().get(header::CONTENT_TYPE).is_none()
-        && response.body().size_hint().exact() == Some(0);
+    let is_empty =
+        response.headers().get(header::CONTENT_TYPE).is_none() && response.body().size_hint().exact() == Some(0);
     if !is_empty {
         // A body the handler chose to send is left alone.
         return response;
     }
     let (mut parts, _) = response.into_parts();
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(Problem::new(status).to_json()))
 }

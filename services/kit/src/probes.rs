@@ -40,10 +40,7 @@ impl ReadinessCheck {
             let fut = check();
             Box::pin(async move { fut.await.map_err(|err| format!("{err:#}")) })
         };
-        Self {
-            name,
-            check: Arc::new(check),
-        }
+        Self { name, check: Arc::new(check) }
     }
 
     async fn run(&self) -> Result<(), String> {
@@ -60,20 +57,12 @@ struct Probes {
     metrics: Metrics,
 }
 
-pub(crate) fn router(
-    service: &'static str,
-    checks: Vec<ReadinessCheck>,
-    metrics: Metrics,
-) -> Router {
+pub(crate) fn router(service: &'static str, checks: Vec<ReadinessCheck>, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Probes {
-            service,
-            checks: checks.into(),
-            metrics,
-        })
+        .with_state(Probes { service, checks: checks.into(), metrics })
 }
 
 /// Alive as long as the process answers; dependencies are `/readyz`'s business, so a database
@@ -84,10 +73,7 @@ async fn healthz(State(probes): State<Probes>) -> Json<Value> {
 
 async fn readyz(State(probes): State<Probes>) -> Response {
     let results = futures_util::future::join_all(
-        probes
-            .checks
-            .iter()
-            .map(|check| async move { (check.name.as_str(), check.run().await) }),
+        probes.checks.iter().map(|check| async move { (check.name.as_str(), check.run().await) }),
     )
     .await;
 
@@ -108,8 +94,7 @@ async fn readyz(State(probes): State<Probes>) -> Response {
     }
 
     if failing.is_empty() {
-        Json(json!({ "status": "ready", "service": probes.service, "checks": checks }))
-            .into_response()
+        Json(json!({ "status": "ready", "service": probes.service, "checks": checks })).into_response()
     } else {
         Problem::unavailable(format!("not ready: {}", failing.join(", ")))
             .with_extension("service", probes.service)
@@ -119,8 +104,5 @@ async fn readyz(State(probes): State<Probes>) -> Response {
 }
 
 async fn metrics_text(State(probes): State<Probes>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS_TEXT)],
-        probes.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], probes.metrics.render())
 }

@@ -79,9 +79,7 @@ impl Problem {
 
     pub fn too_many_requests(retry_after_secs: u64) -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS)
-            .with_detail(format!(
-                "rate limit exceeded; retry after {retry_after_secs} s"
-            ))
+            .with_detail(format!("rate limit exceeded; retry after {retry_after_secs} s"))
             .with_retry_after(retry_after_secs)
     }
 
@@ -93,8 +91,7 @@ impl Problem {
     /// client nothing about it: internal error text can name tables, hosts or secrets.
     pub fn internal(err: impl fmt::Display) -> Self {
         tracing::error!(error = format!("{err:#}"), "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR)
-            .with_detail("an internal error occurred; it has been logged")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail("an internal error occurred; it has been logged")
     }
 
     pub fn with_type(mut self, type_uri: impl Into<String>) -> Self {
@@ -158,16 +155,11 @@ impl From<anyhow::Error> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
-            self.to_json(),
-        )
-            .into_response();
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], self.to_json())
+                .into_response();
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -202,9 +194,7 @@ mod tests {
 
     #[test]
     fn serializes_rfc_9457_members() {
-        let problem = Problem::not_found("no such bucket")
-            .with_instance("/buckets/x")
-            .with_extension("bucket", "x");
+        let problem = Problem::not_found("no such bucket").with_instance("/buckets/x").with_extension("bucket", "x");
         let json: Value = serde_json::from_slice(&problem.to_json()).unwrap();
         assert_eq!(
             json,

@@ -13,17 +13,10 @@ pub fn init(format: LogFormat, level: &str) {
         // A typo in the log filter should not keep a service from starting.
         Err(err) => (EnvFilter::new("info"), Some(err)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // Only the first caller installs; the error for later callers carries nothing to act on.
     let installed = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
     if let (Ok(()), Some(err)) = (installed, bad_filter) {

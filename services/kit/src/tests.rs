@@ -16,15 +16,9 @@ fn routes() -> Router {
     Router::new()
         .route("/items/{id}", get(|| async { "item" }))
         .route("/echo", post(|body: Bytes| async move { body }))
-        .route(
-            "/boom",
-            get(|| async { Err::<(), _>(Problem::internal("db password=hunter2 rejected")) }),
-        )
+        .route("/boom", get(|| async { Err::<(), _>(Problem::internal("db password=hunter2 rejected")) }))
         .route("/panic", get(panics))
-        .route(
-            "/slow",
-            get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }),
-        )
+        .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
         .route("/gone", get(|| async { StatusCode::GONE }))
 }
 
@@ -45,19 +39,14 @@ async fn get_path(router: &Router, path: &str) -> Response {
 }
 
 async fn body_text(response: Response) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 /// Asserts a problem+json response with `status` and returns its parsed body.
 async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
     let json: Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(json["status"], status.as_u16());
     json
@@ -79,11 +68,7 @@ async fn unknown_path_is_problem_404() {
 
 #[tokio::test]
 async fn wrong_method_is_problem_405_with_allow() {
-    let response = send(
-        &app(),
-        Request::delete("/items/1").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let response = send(&app(), Request::delete("/items/1").body(Body::empty()).unwrap()).await;
     assert!(response.headers().contains_key(header::ALLOW));
     problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
 }
@@ -95,10 +80,7 @@ async fn bare_status_from_handler_becomes_problem() {
 
 #[tokio::test]
 async fn valid_request_id_is_echoed() {
-    let request = Request::get("/healthz")
-        .header("x-request-id", "client-id_1.2")
-        .body(Body::empty())
-        .unwrap();
+    let request = Request::get("/healthz").header("x-request-id", "client-id_1.2").body(Body::empty()).unwrap();
     let response = send(&app(), request).await;
     assert_eq!(response.headers()["x-request-id"], "client-id_1.2");
 }
@@ -106,10 +88,7 @@ async fn valid_request_id_is_echoed() {
 #[tokio::test]
 async fn invalid_request_id_is_replaced() {
     for bad in ["bad id!".to_owned(), "a".repeat(200)] {
-        let request = Request::get("/healthz")
-            .header("x-request-id", bad.as_str())
-            .body(Body::empty())
-            .unwrap();
+        let request = Request::get("/healthz").header("x-request-id", bad.as_str()).body(Body::empty()).unwrap();
         let response = send(&app(), request).await;
         let id = response.headers()["x-request-id"].to_str().unwrap();
         assert_ne!(id, bad);
@@ -126,24 +105,11 @@ async fn missing_request_id_is_generated() {
 
 #[tokio::test]
 async fn body_over_limit_is_problem_413() {
-    let router = App::new("test", Metrics::new())
-        .router(routes())
-        .body_limit(16)
-        .build();
-    let small = send(
-        &router,
-        Request::post("/echo").body(Body::from("tiny")).unwrap(),
-    )
-    .await;
+    let router = App::new("test", Metrics::new()).router(routes()).body_limit(16).build();
+    let small = send(&router, Request::post("/echo").body(Body::from("tiny")).unwrap()).await;
     assert_eq!(small.status(), StatusCode::OK);
 
-    let big = send(
-        &router,
-        Request::post("/echo")
-            .body(Body::from(vec![b'x'; 17]))
-            .unwrap(),
-    )
-    .await;
+    let big = send(&router, Request::post("/echo").body(Body::from(vec![b'x'; 17])).unwrap()).await;
     problem(big, StatusCode::PAYLOAD_TOO_LARGE).await;
 }
 
@@ -151,15 +117,9 @@ async fn body_over_limit_is_problem_413() {
 async fn failing_readiness_check_is_named_in_503() {
     let router = App::new("test", Metrics::new())
         .readiness("nats", || async { Ok::<_, String>(()) })
-        .readiness("postgres", || async {
-            Err::<(), _>("connection refused to db-0")
-        })
+        .readiness("postgres", || async { Err::<(), _>("connection refused to db-0") })
         .build();
-    let json = problem(
-        get_path(&router, "/readyz").await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    )
-    .await;
+    let json = problem(get_path(&router, "/readyz").await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(json["checks"]["postgres"], "failing");
     assert_eq!(json["checks"]["nats"], "ok");
     assert!(json["detail"].as_str().unwrap().contains("postgres"));
@@ -168,9 +128,7 @@ async fn failing_readiness_check_is_named_in_503() {
 
 #[tokio::test]
 async fn passing_readiness_checks_are_200() {
-    let router = App::new("test", Metrics::new())
-        .readiness("nats", || async { Ok::<_, String>(()) })
-        .build();
+    let router = App::new("test", Metrics::new()).readiness("nats", || async { Ok::<_, String>(()) }).build();
     let response = get_path(&router, "/readyz").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -184,23 +142,10 @@ async fn metrics_count_requests_by_matched_route() {
 
     let response = get_path(&router, "/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[header::CONTENT_TYPE]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = body_text(response).await;
-    assert!(
-        text.contains(
-            r#"http_requests_total{method="GET",route="/items/{id}",status_class="2xx"} 2"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            r#"http_requests_total{method="GET",route="unmatched",status_class="4xx"} 1"#
-        ),
-        "{text}"
-    );
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/items/{id}",status_class="2xx"} 2"#), "{text}");
+    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status_class="4xx"} 1"#), "{text}");
     assert!(!text.contains("/items/42"), "{text}");
 }
 
@@ -220,13 +165,6 @@ async fn panic_is_problem_500_without_message() {
 
 #[tokio::test]
 async fn slow_handler_times_out_with_problem_503() {
-    let router = App::new("test", Metrics::new())
-        .router(routes())
-        .request_timeout(Duration::from_millis(50))
-        .build();
-    problem(
-        get_path(&router, "/slow").await,
-        StatusCode::SERVICE_UNAVAILABLE,
-    )
-    .await;
+    let router = App::new("test", Metrics::new()).router(routes()).request_timeout(Duration::from_millis(50)).build();
+    problem(get_path(&router, "/slow").await, StatusCode::SERVICE_UNAVAILABLE).await;
 }

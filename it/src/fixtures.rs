@@ -1,0 +1,151 @@
+//! Projections the suite and its child processes run: small, but real SQL against real events.
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use edd_events::{
+    catalog::auth::{UserCreated, UserDeleted, UserUpdated},
+    Envelope, Event, RawEvent, Token,
+};
+use edd_projections::{ApplyError, Outcome, Projection};
+use futures_util::future::BoxFuture;
+use sqlx::PgConnection;
+
+/// A user as the test events describe it.
+pub fn user(n: usize, display_name: &str) -> UserCreated {
+    UserCreated {
+        user_id: Token::new(format!("u{n}")).expect("valid token"),
+        username: format!("user{n}"),
+        display_name: display_name.to_owned(),
+        is_admin: n % 7 == 0,
+    }
+}
+
+pub fn envelope<E: Event>(e: E) -> Envelope<E> {
+    Envelope::new("it", e)
+}
+
+/// Records every application of every event, without any de-duplication of its own: if the runner
+/// ever applied an event twice, `applied` would hold two rows for it and `counter` would be off.
+pub struct CountingProjection {
+    pub name: &'static str,
+    /// Sleep this long inside each batch's transaction, so a kill lands mid-batch.
+    pub slow_ms: u64,
+}
+
+impl Projection for CountingProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn stream(&self) -> &'static str {
+        "AUTH"
+    }
+    fn filters(&self) -> Vec<String> {
+        vec!["auth.user.>".into()]
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        &["CREATE TABLE applied (seq bigint NOT NULL, event_id uuid NOT NULL);
+           CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL);
+           INSERT INTO counter VALUES (1, 0);"]
+    }
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a RawEvent,
+    ) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO applied (seq, event_id) VALUES ($1, $2)")
+                .bind(event.stream_seq as i64)
+                .bind(event.envelope.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE counter SET n = n + 1 WHERE id = 1").execute(&mut *tx).await?;
+            Ok(Outcome::Applied)
+        })
+    }
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [RawEvent],
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            if self.slow_ms > 0 {
+                sqlx::query("SELECT pg_sleep($1)").bind(self.slow_ms as f64 / 1000.0).execute(&mut *tx).await?;
+            }
+            for e in events {
+                self.apply(&mut *tx, e).await?;
+            }
+            Ok(0)
+        })
+    }
+}
+
+/// A users table kept by upserts: the shape of most real read models. Events whose display name is
+/// `poison` fail until `fixed` is set, to exercise halting, resuming and skipping.
+pub struct UsersProjection {
+    pub name: &'static str,
+    pub fixed: Arc<AtomicBool>,
+}
+
+impl UsersProjection {
+    pub fn new(name: &'static str) -> Self {
+        Self { name, fixed: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn stream(&self) -> &'static str {
+        "AUTH"
+    }
+    fn filters(&self) -> Vec<String> {
+        vec!["auth.user.>".into()]
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        &[
+            "CREATE TABLE users (user_id text PRIMARY KEY, username text NOT NULL, display_name text NOT NULL, is_admin bool NOT NULL)",
+            "ALTER TABLE users ADD COLUMN version bigint NOT NULL DEFAULT 0",
+        ]
+    }
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a RawEvent,
+    ) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
+        Box::pin(async move {
+            let (user_id, username, display_name, is_admin) = if event.is::<UserCreated>() {
+                let e: UserCreated = event.decode()?;
+                (e.user_id, e.username, e.display_name, e.is_admin)
+            } else if event.is::<UserUpdated>() {
+                let e: UserUpdated = event.decode()?;
+                (e.user_id, e.username, e.display_name, e.is_admin)
+            } else if event.is::<UserDeleted>() {
+                let e: UserDeleted = event.decode()?;
+                sqlx::query("DELETE FROM users WHERE user_id = $1").bind(e.user_id.as_str()).execute(&mut *tx).await?;
+                return Ok(Outcome::Applied);
+            } else {
+                return Ok(Outcome::Skipped);
+            };
+            if display_name == "poison" && !self.fixed.load(Ordering::SeqCst) {
+                return Err(ApplyError::Invalid("display name 'poison' is not allowed".into()));
+            }
+            sqlx::query(
+                "INSERT INTO users (user_id, username, display_name, is_admin, version) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET username = EXCLUDED.username,
+                   display_name = EXCLUDED.display_name, is_admin = EXCLUDED.is_admin, version = EXCLUDED.version",
+            )
+            .bind(user_id.as_str())
+            .bind(username)
+            .bind(display_name)
+            .bind(is_admin)
+            .bind(event.stream_seq as i64)
+            .execute(&mut *tx)
+            .await?;
+            Ok(Outcome::Applied)
+        })
+    }
+}

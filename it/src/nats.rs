@@ -1,0 +1,124 @@
+//! A private `nats-server` process per test: ephemeral port, own JetStream directory, killed on drop.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use tokio::process::{Child, Command};
+
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a JetStream-enabled server on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = binary()?;
+        let dir = std::env::temp_dir().join(format!("edd-it-nats-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self { child: None, port: 0, dir, bin };
+        server.spawn(None).await?;
+        Ok(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server (no clean shutdown), as a crash would.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port with the same data, as after a crash.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        self.spawn(Some(self.port)).await
+    }
+
+    async fn spawn(&mut self, port: Option<u16>) -> anyhow::Result<()> {
+        let ports_dir = self.dir.join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir)?;
+        let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "--ports_file_dir"])
+            .arg(&ports_dir)
+            .arg("-sd")
+            .arg(self.dir.join("js"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.bin.display()))?;
+        self.child = Some(child);
+        self.port = wait_for_port(&ports_dir).await?;
+        // The ports file appears before JetStream is ready; wait for a JetStream answer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("nats-server on port {} did not become ready", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_for_port(dir: &Path) -> anyhow::Result<u16> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(entry) = std::fs::read_dir(dir)?.flatten().next() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(url) = json["nats"][0].as_str() {
+                if let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    return Ok(port);
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("nats-server wrote no ports file in {}", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Finds a nats-server ≥ 2.11 binary.
+fn binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("EDD_NATS_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.edd/bin/nats-server");
+    if local.exists() {
+        return Ok(local);
+    }
+    bail!(
+        "no nats-server >= 2.11 found: run the tests with deploy/local/test.sh (it installs one), \
+         or set EDD_NATS_SERVER_BIN"
+    )
+}
