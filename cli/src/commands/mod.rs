@@ -1,0 +1,17 @@
+//! One module per top-level command.
+
+pub mod events;
+pub mod projections;
+pub mod up;
+
+/// Connects to NATS with a deadline, so a wrong URL is a clear error rather than a hang.
+pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+    let connect = async_nats::ConnectOptions::new()
+        .name("edd-cli")
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(url);
+    let client = connect
+        .await
+        .map_err(|e| anyhow::anyhow!("NATS at {url} is unreachable: {e} (is the platform up? deploy/local/up.sh)"))?;
+    Ok(async_nats::jetstream::new(client))
+}

@@ -1,0 +1,156 @@
+//! `edd up`: the whole platform on this machine, in the foreground.
+//!
+//! Uses the NATS and PostgreSQL it is pointed at; when NATS is not reachable and a `nats-server`
+//! binary is known (`deploy/local/up.sh` installs one), starts it as a child with its data under
+//! `.edd/nats`. Then it creates the streams and every service's database, runs every service that
+//! exists, prints where everything is, and on Ctrl-C stops it all in order.
+
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use tokio::process::{Child, Command};
+
+use crate::platform;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Where the platform's operator endpoint (/healthz, /readyz, /metrics) listens.
+    #[arg(long, env = "EDD_HTTP_ADDR", default_value = "127.0.0.1:18080")]
+    http_addr: SocketAddr,
+    /// nats-server (≥ 2.11) to start when NATS is not reachable.
+    #[arg(long, env = "EDD_NATS_SERVER_BIN")]
+    nats_server_bin: Option<PathBuf>,
+    /// Local state (NATS data when started here).
+    #[arg(long, env = "EDD_HOME", default_value = ".edd")]
+    home: PathBuf,
+    /// Stream replicas (1 on a laptop, 3 on a cluster).
+    #[arg(long, env = "EDD_STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+}
+
+pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
+    let mut nats_child = None;
+    let js = match super::connect_nats(&common.nats_url).await {
+        Ok(js) => js,
+        Err(e) => {
+            let Some(bin) = &args.nats_server_bin else {
+                bail!("{e}\nset EDD_NATS_SERVER_BIN to a nats-server >= 2.11 to have edd up start one, or run deploy/local/up.sh");
+            };
+            nats_child = Some(start_nats(bin, &common.nats_url, &args.home).await?);
+            connect_with_retry(&common.nats_url).await?
+        }
+    };
+    println!("==> NATS {}", common.nats_url);
+    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, args.replicas).await?;
+    println!("==> streams: {}", edd_events::streams::ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+
+    let mut pools = Vec::new();
+    for service in platform::SERVICES {
+        let pool = edd_projections::ensure_database(&common.database_url, service.database, 5)
+            .await
+            .context("PostgreSQL is needed (deploy/local/up.sh installs and starts one)")?;
+        pools.push((service, pool));
+    }
+    println!(
+        "==> PostgreSQL {} (databases: {})",
+        edd_projections::db::redact(&common.database_url),
+        platform::SERVICES.iter().map(|s| s.database).collect::<Vec<_>>().join(", ")
+    );
+
+    // Every projection of every service, each with its runner.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut runners = Vec::new();
+    for (service, pool) in &pools {
+        for projection in (service.projections)() {
+            let (runner, _handle) =
+                edd_projections::Runner::new(pool.clone(), js.clone(), projection, Default::default());
+            let mut stop = stop_rx.clone();
+            runners.push(tokio::spawn(runner.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })));
+        }
+    }
+
+    let metrics = edd_kit::Metrics::new();
+    let client = js.client();
+    let db = Arc::new(pools[0].1.clone());
+    let app = edd_kit::App::new("edd", metrics)
+        .readiness("nats", move || {
+            let state = client.connection_state();
+            async move {
+                match state {
+                    async_nats::connection::State::Connected => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        })
+        .readiness("postgres", move || {
+            let db = db.clone();
+            async move { sqlx::query("SELECT 1").execute(&*db).await.map(|_| ()) }
+        })
+        .build();
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (set EDD_HTTP_ADDR)", args.http_addr))?;
+    let addr = listener.local_addr()?;
+    println!("==> operator endpoint http://{addr}/healthz  /readyz  /metrics");
+    println!("==> services: none yet beyond the backbone (auth, gateway, GFS and storage arrive with their issues)");
+    println!("==> ready. Ctrl-C stops everything.");
+
+    let mut stop_http = stop_rx.clone();
+    let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, async move {
+        let _ = stop_http.wait_for(|s| *s).await;
+    }));
+    edd_kit::shutdown::signal().await;
+    println!("==> stopping");
+    let _ = stop_tx.send(true);
+    for r in runners {
+        let _ = r.await;
+    }
+    let _ = server.await;
+    if let Some(mut child) = nats_child {
+        stop_child(&mut child).await;
+    }
+    println!("==> stopped");
+    Ok(())
+}
+
+async fn start_nats(bin: &PathBuf, url: &str, home: &std::path::Path) -> Result<Child> {
+    let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4333);
+    let dir = home.join("nats");
+    std::fs::create_dir_all(&dir)?;
+    println!("==> starting {} on 127.0.0.1:{port} (data {})", bin.display(), dir.display());
+    Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
+async fn connect_with_retry(url: &str) -> Result<async_nats::jetstream::Context> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match super::connect_nats(url).await {
+            Ok(js) if js.query_account().await.is_ok() => return Ok(js),
+            _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(_) => bail!("NATS at {url} has no JetStream"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL if it does not exit within five seconds.
+async fn stop_child(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // Ask nicely first: nats-server flushes JetStream on SIGTERM.
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}

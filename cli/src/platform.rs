@@ -1,0 +1,35 @@
+//! What the platform consists of: its services, their databases and their projections.
+//! Each service issue adds its entry here; `edd up`, `status` and `rebuild` follow.
+
+use std::sync::Arc;
+
+use edd_projections::Projection;
+
+/// A service and the database it owns.
+pub struct Service {
+    pub name: &'static str,
+    pub database: &'static str,
+    pub projections: fn() -> Vec<Arc<dyn Projection>>,
+}
+
+/// Every service of the platform (ARCHITECTURE §6). Their projections arrive with their issues.
+pub const SERVICES: &[Service] = &[
+    Service { name: "auth", database: "auth_db", projections: Vec::new },
+    Service { name: "gateway", database: "gateway_db", projections: Vec::new },
+    Service { name: "storage", database: "sfs_db", projections: Vec::new },
+    Service { name: "notify", database: "notifications_db", projections: Vec::new },
+    Service { name: "compute", database: "compute_db", projections: Vec::new },
+    Service { name: "registry", database: "registry_db", projections: Vec::new },
+];
+
+/// Finds `service/projection`.
+pub fn find(name: &str) -> Option<(&'static Service, Arc<dyn Projection>)> {
+    let service = SERVICES.iter().find(|s| name.split('/').next() == Some(s.name))?;
+    let projection = (service.projections)().into_iter().find(|p| p.name() == name)?;
+    Some((service, projection))
+}
+
+/// Every projection name, for error messages.
+pub fn all_names() -> Vec<&'static str> {
+    SERVICES.iter().flat_map(|s| (s.projections)().into_iter().map(|p| p.name())).collect()
+}
