@@ -19,7 +19,7 @@ pub fn user(n: usize, display_name: &str) -> UserCreated {
         user_id: Token::new(format!("u{n}")).expect("valid token"),
         username: format!("user{n}"),
         display_name: display_name.to_owned(),
-        is_admin: n % 7 == 0,
+        is_admin: n.is_multiple_of(7),
     }
 }
 
@@ -149,3 +149,77 @@ impl Projection for UsersProjection {
         })
     }
 }
+
+/// The users table again, but applying a whole batch as one `UNNEST` upsert: what a hot read model
+/// does, and what the benchmark compares with a raw batched `INSERT`.
+pub struct BulkUsersProjection {
+    pub name: &'static str,
+}
+
+impl Projection for BulkUsersProjection {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn stream(&self) -> &'static str {
+        "AUTH"
+    }
+    fn filters(&self) -> Vec<String> {
+        vec!["auth.user.>".into()]
+    }
+    fn migrations(&self) -> &'static [&'static str] {
+        &["CREATE TABLE users (user_id text PRIMARY KEY, username text NOT NULL, display_name text NOT NULL, is_admin bool NOT NULL, version bigint NOT NULL)"]
+    }
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        event: &'a RawEvent,
+    ) -> BoxFuture<'a, Result<Outcome, ApplyError>> {
+        Box::pin(async move {
+            let skipped = self.apply_batch(tx, std::slice::from_ref(event)).await?;
+            Ok(if skipped == 1 { Outcome::Skipped } else { Outcome::Applied })
+        })
+    }
+    fn apply_batch<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        events: &'a [RawEvent],
+    ) -> BoxFuture<'a, Result<u64, ApplyError>> {
+        Box::pin(async move {
+            // Last write per user wins within the batch, as it would one by one.
+            let mut rows: std::collections::BTreeMap<String, (String, String, bool, i64)> = Default::default();
+            let mut skipped = 0;
+            for e in events {
+                if e.is::<UserCreated>() {
+                    let u: UserCreated = e.decode()?;
+                    rows.insert(u.user_id.to_string(), (u.username, u.display_name, u.is_admin, e.stream_seq as i64));
+                } else {
+                    skipped += 1;
+                }
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            let (mut names, mut displays, mut admins, mut versions) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (id, (name, display, admin, version)) in rows {
+                ids.push(id);
+                names.push(name);
+                displays.push(display);
+                admins.push(admin);
+                versions.push(version);
+            }
+            sqlx::query(UPSERT_USERS)
+                .bind(ids)
+                .bind(names)
+                .bind(displays)
+                .bind(admins)
+                .bind(versions)
+                .execute(&mut *tx)
+                .await?;
+            Ok(skipped)
+        })
+    }
+}
+
+/// One statement for a batch of users; shared by the projection and the raw baseline.
+pub const UPSERT_USERS: &str = "INSERT INTO users (user_id, username, display_name, is_admin, version)
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::bigint[])
+     ON CONFLICT (user_id) DO UPDATE SET username = EXCLUDED.username, display_name = EXCLUDED.display_name,
+       is_admin = EXCLUDED.is_admin, version = EXCLUDED.version";
