@@ -1,10 +1,15 @@
 //! `edd`: the one binary of Edd Cloud.
 //!
 //! `edd up` runs the platform locally; `edd events …` and `edd projections …` are the operator's view
-//! of the event log and the read models built from it.
+//! of the event log and the read models built from it; `edd login`, `edd sa …`, `edd tokens …` and
+//! `edd admin …` are the user's side of the auth service.
 
+mod client;
 mod commands;
+mod output;
 mod platform;
+
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -14,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     common: edd_kit::CommonArgs,
+    #[command(flatten)]
+    auth: client::AuthArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,15 +35,66 @@ enum Command {
     /// Read models: status, rebuild, skip or resume a halted one.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
+    /// Log in to the auth service; the session is kept in ~/.config/edd/config.json.
+    Login(commands::account::LoginArgs),
+    /// Revoke the session and forget it.
+    Logout,
+    /// Who the current credential (session or EDD_TOKEN) belongs to.
+    Whoami(commands::account::WhoamiArgs),
+    /// Administration (an admin's session).
+    Admin(commands::admin::AdminArgs),
+    /// Service accounts: identities for machines, with scoped tokens.
+    Sa(commands::service_accounts::SaArgs),
+    /// Personal API tokens.
+    Tokens(commands::tokens::TokensArgs),
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     edd_kit::telemetry::init(cli.common.log_format, &cli.common.log_level);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let auth = &cli.auth;
     match cli.command {
         Command::Up(args) => commands::up::run(&cli.common, args).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
+        Command::Login(args) => commands::account::login(auth, args).await,
+        Command::Logout => commands::account::logout(auth).await,
+        Command::Whoami(args) => commands::account::whoami(auth, args).await,
+        Command::Admin(args) => commands::admin::run(auth, args).await,
+        Command::Sa(args) => commands::service_accounts::run(auth, args).await,
+        Command::Tokens(args) => commands::tokens::run(auth, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_auth_url_go_anywhere_after_their_group() {
+        use clap::Parser as _;
+        let cli = super::Cli::try_parse_from(["edd", "tokens", "ls", "--json", "--auth-url", "http://x"]).unwrap();
+        assert_eq!(cli.auth.auth_url.as_deref(), Some("http://x"));
+        let cli = super::Cli::try_parse_from(["edd", "--json", "sa", "ls"]);
+        assert!(cli.is_err(), "--json belongs to a command group");
+        let cli = super::Cli::try_parse_from(["edd", "sa", "create", "ci"]);
+        assert!(cli.is_err(), "--scope is required");
+        let cli = super::Cli::try_parse_from(["edd", "sa", "create", "ci", "--scope", "storage.u1"]);
+        assert!(cli.is_err(), "a scope needs actions");
     }
 }

@@ -135,9 +135,33 @@ impl Aggregate {
     }
 }
 
+/// Whether the NATS subject filter `filter` (with `*` and `>` wildcards) matches `subject`.
+pub fn filter_matches(filter: &str, subject: &str) -> bool {
+    let mut subject_parts = subject.split('.');
+    for part in filter.split('.') {
+        match (part, subject_parts.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (p, Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
+    subject_parts.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_match_like_nats() {
+        assert!(filter_matches("auth.user.>", "auth.user.u1.created"));
+        assert!(!filter_matches("auth.user.>", "auth.user"));
+        assert!(filter_matches("auth.session.*.revoked", "auth.session.s1.revoked"));
+        assert!(!filter_matches("auth.session.*.revoked", "auth.session.s1.created"));
+        assert!(!filter_matches("auth.session.*", "auth.session.s1.revoked"));
+        assert!(filter_matches("notify.u1", "notify.u1"));
+    }
 
     #[test]
     fn tokens_reject_subject_syntax() {

@@ -16,6 +16,7 @@
 pub mod fixtures;
 mod nats;
 mod postgres;
+pub mod services;
 
 pub use nats::NatsServer;
 pub use postgres::TestDb;

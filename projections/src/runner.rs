@@ -86,6 +86,11 @@ impl Handle {
         *self.position.borrow()
     }
 
+    /// A receiver that changes whenever the position moves; closed when the runner stops.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.position.clone()
+    }
+
     /// Whether this process is the one applying events.
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()

@@ -1,7 +1,11 @@
 //! One module per top-level command.
 
+pub mod account;
+pub mod admin;
 pub mod events;
 pub mod projections;
+pub mod service_accounts;
+pub mod tokens;
 pub mod up;
 
 /// Connects to NATS with a deadline, so a wrong URL is a clear error rather than a hang.

@@ -76,6 +76,11 @@ pub struct SessionCreated {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
     pub expires_at: OffsetDateTime,
+    /// Where the login came from, for the user's session list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 aggregate_event!(
     SessionCreated,
@@ -150,6 +155,9 @@ pub struct TokenCreated {
     pub token_id: Token,
     /// The user who owns the token.
     pub owner: Token,
+    /// What the owner called it.
+    #[serde(default)]
+    pub name: String,
     /// Hex SHA-256 of the opaque token; the token itself never enters the log.
     pub sha256: String,
     /// Scopes of a personal token; absent when the token acts for a service account.
@@ -186,6 +194,47 @@ aggregate_event!(
     ["auth", "token"],
     token_id,
     "revoked"
+);
+
+/// A new session-signing key. Services accept JWTs whose header names `kid` once this arrives; the
+/// private half never leaves the auth service's database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningKeyAdded {
+    pub kid: Token,
+    /// JWS algorithm; `EdDSA` (Ed25519).
+    pub alg: String,
+    /// The raw 32-byte Ed25519 public key, base64url without padding (the JWK `x`).
+    pub public_key: String,
+}
+aggregate_event!(
+    SigningKeyAdded,
+    "auth.key.added.v1",
+    "AUTH",
+    "auth.key.{kid}.added",
+    "A session-signing key was added; its public half verifies new session tokens.",
+    ["auth", "key"],
+    kid,
+    "added"
+);
+
+/// A key that signs no more tokens. Tokens it signed stay valid until `accept_until` (the rotation
+/// time plus the longest session lifetime), after which services forget the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningKeyRetired {
+    pub kid: Token,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub accept_until: OffsetDateTime,
+}
+aggregate_event!(
+    SigningKeyRetired,
+    "auth.key.retired.v1",
+    "AUTH",
+    "auth.key.{kid}.retired",
+    "A session-signing key was rotated out; tokens it signed work until `accept_until`.",
+    ["auth", "key"],
+    kid,
+    "retired"
 );
 
 /// A uniqueness claim: the first `ClaimMade` on `auth.claim.{kind}.{key}` wins, because it is appended

@@ -71,6 +71,8 @@ pub fn all() -> Vec<EventInfo> {
         EventInfo::of::<auth::IdentityDeleted>(),
         EventInfo::of::<auth::TokenCreated>(),
         EventInfo::of::<auth::TokenRevoked>(),
+        EventInfo::of::<auth::SigningKeyAdded>(),
+        EventInfo::of::<auth::SigningKeyRetired>(),
         EventInfo::of::<auth::ClaimMade>(),
         EventInfo::of::<auth::ClaimReleased>(),
         EventInfo::of::<notify::Notification>(),

@@ -1,6 +1,7 @@
 //! The integration suite: one test binary (one link on a 2-core machine), one module per area.
 //! Every test starts its own nats-server and database through [`edd_it::TestEnv`].
 
+mod auth;
 mod events;
 mod failures;
 mod projections;

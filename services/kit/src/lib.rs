@@ -2,7 +2,9 @@
 //! its probes and request pipeline, problem+json errors, metrics and graceful shutdown.
 
 pub mod app;
+pub mod auth;
 pub mod config;
+mod json;
 pub mod metrics;
 pub mod middleware;
 mod probes;
@@ -15,6 +17,8 @@ mod tests;
 
 pub use app::App;
 pub use config::{secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
+pub use json::Json;
 pub use metrics::Metrics;
 pub use middleware::RequestId;
 pub use problem::Problem;
+pub use shutdown::Shutdown;

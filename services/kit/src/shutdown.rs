@@ -7,6 +7,39 @@ use std::net::SocketAddr;
 use axum::Router;
 use tokio::net::TcpListener;
 
+/// A stop signal many tasks can wait on: cloned into each, triggered once.
+#[derive(Clone, Debug)]
+pub struct Shutdown(tokio::sync::watch::Receiver<bool>);
+
+/// Triggers a [`Shutdown`]; dropping it triggers it too.
+#[derive(Debug)]
+pub struct Trigger(tokio::sync::watch::Sender<bool>);
+
+impl Shutdown {
+    pub fn new() -> (Trigger, Shutdown) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (Trigger(tx), Shutdown(rx))
+    }
+
+    /// Resolves once triggered; a `'static` future, so it can be handed to spawned tasks.
+    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+impl Trigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn signal() {
     let interrupt = async {

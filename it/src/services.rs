@@ -1,0 +1,264 @@
+//! Services under test, each on its own ephemeral port against the test's own NATS and databases:
+//! the real auth service, and `probe`, a minimal service built on the kit that guards a `storage`
+//! resource with the same extractor and checks every real service uses.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{bail, Context as _};
+use axum::{extract::Path, routing::get, Router};
+use edd_auth::{AuthConfig, Deps};
+use edd_events::Token;
+use edd_kit::{
+    auth::{Authorizer, PermissionsProjection, Principal},
+    shutdown::Trigger,
+    App, Json, Metrics, Problem, Shutdown,
+};
+use edd_projections::RunnerConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use crate::{eventually, TestDb, TestEnv};
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// Settings for tests: cheap Argon2 and generous login limits (the rate-limit test sets its own).
+pub fn test_config() -> AuthConfig {
+    AuthConfig {
+        argon2_m_kib: 1024,
+        argon2_t: 1,
+        login_limit_ip: 10_000,
+        login_limit_user: 10_000,
+        ..AuthConfig::default()
+    }
+}
+
+/// A running service: its URL, and stopping it on drop.
+pub struct Running {
+    pub url: String,
+    trigger: Option<Trigger>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops it like a crash: the task is aborted mid-whatever.
+    pub fn kill(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        self.trigger.take();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn listen() -> anyhow::Result<(tokio::net::TcpListener, String)> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+/// Starts the auth service on `env`'s NATS and database and waits until the admin can log in.
+pub async fn start_auth(env: &TestEnv, config: AuthConfig) -> anyhow::Result<Running> {
+    let (listener, url) = listen().await?;
+    let (trigger, shutdown) = Shutdown::new();
+    let deps = Deps { js: env.js.clone(), pool: env.db.pool.clone() };
+    let task = tokio::spawn(async move {
+        if let Err(e) = edd_auth::run(config, Some(ADMIN_PASSWORD.into()), deps, listener, shutdown).await {
+            tracing::error!(error = %e, "auth service failed");
+        }
+    });
+    let running = Running { url, trigger: Some(trigger), task: Some(task) };
+    // Watch the read model rather than trying to log in, which would spend the login rate limit.
+    let pool = env.db.pool.clone();
+    eventually(Duration::from_secs(30), "auth to create the first admin", || async {
+        let admin: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM auth_accounts.users WHERE username = $1 AND deleted_at IS NULL")
+                .bind(ADMIN)
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or(None);
+        Ok(admin.map(drop))
+    })
+    .await?;
+    let api = Api::new(&running.url);
+    eventually(Duration::from_secs(30), "auth to serve", || async {
+        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+    })
+    .await?;
+    Ok(running)
+}
+
+#[derive(Clone)]
+struct ProbeState {
+    authorizer: Authorizer,
+}
+
+impl axum::extract::FromRef<ProbeState> for Authorizer {
+    fn from_ref(state: &ProbeState) -> Self {
+        state.authorizer.clone()
+    }
+}
+
+async fn read_file(principal: Principal, Path((owner, id)): Path<(String, String)>) -> Result<Json<Value>, Problem> {
+    let owner = Token::new(owner).map_err(|_| Problem::not_found("no such resource"))?;
+    principal.require("storage", &owner, Some("files"), Some(&id), "read")?;
+    Ok(Json(json!({ "owner": owner, "id": id, "by": principal.kind() })))
+}
+
+async fn delete_file(principal: Principal, Path((owner, id)): Path<(String, String)>) -> Result<Json<Value>, Problem> {
+    let owner = Token::new(owner).map_err(|_| Problem::not_found("no such resource"))?;
+    principal.require("storage", &owner, Some("files"), Some(&id), "delete")?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
+async fn admin_only(principal: Principal) -> Result<Json<Value>, Problem> {
+    principal.require_admin()?;
+    Ok(Json(json!({ "admin": principal.user_id })))
+}
+
+/// The probe's routes, also used by the benchmark: `GET|DELETE /files/{owner}/{id}` (scope
+/// `storage.{owner}.files.{id}`), `GET /admin`, and `GET /bare` without authentication.
+pub fn probe_router(authorizer: Authorizer) -> Router {
+    let routes = Router::new()
+        .route("/files/{owner}/{id}", get(read_file).delete(delete_file))
+        .route("/admin", get(admin_only))
+        .route("/bare", get(|| async { Json(json!({ "ok": true })) }))
+        .with_state(ProbeState { authorizer });
+    App::new("probe", Metrics::new()).router(routes).build()
+}
+
+/// A kit service guarding `storage` resources, with its own database and permissions projection.
+pub struct Probe {
+    pub running: Running,
+    pub authorizer: Authorizer,
+    pub db: TestDb,
+}
+
+/// Starts the probe; it answers 503 until its permissions have caught up (never "allow").
+pub async fn start_probe(env: &TestEnv) -> anyhow::Result<Probe> {
+    let db = TestDb::create().await?;
+    let (listener, url) = listen().await?;
+    let (trigger, shutdown) = Shutdown::new();
+    let (authorizer, _) = edd_kit::auth::start(
+        db.pool.clone(),
+        env.js.clone(),
+        PermissionsProjection::new("probe/permissions", Some("storage")),
+        RunnerConfig::default(),
+        shutdown.wait(),
+    );
+    let router = probe_router(authorizer.clone());
+    let task = tokio::spawn(async move {
+        let _ = edd_kit::shutdown::serve(listener, router, shutdown.wait()).await;
+    });
+    Ok(Probe { running: Running { url, trigger: Some(trigger), task: Some(task) }, authorizer, db })
+}
+
+/// A small JSON client for the services' HTTP APIs.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A response: status, the body as JSON (`Null` when empty), and the headers that matter to tests.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub content_type: String,
+    pub retry_after: Option<String>,
+    pub set_cookie: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str) -> Self {
+        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Answer> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (content_type, retry_after, set_cookie) =
+            (header("content-type").unwrap_or_default(), header("retry-after"), header("set-cookie"));
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok(Answer { status, body, content_type, retry_after, set_cookie })
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<Answer> {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Answer> {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Answer> {
+        self.call("PUT", path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> anyhow::Result<Answer> {
+        self.call("DELETE", path, Some(token), None).await
+    }
+
+    /// Logs in and returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> anyhow::Result<String> {
+        let a =
+            self.call("POST", "/api/login", None, Some(json!({ "username": username, "password": password }))).await?;
+        if a.status != StatusCode::OK {
+            bail!("login as {username} failed: {} {}", a.status, a.body);
+        }
+        Ok(a.body["token"].as_str().context("login answer has a token")?.to_owned())
+    }
+
+    /// Creates a user as `admin_token` and returns its id.
+    pub async fn create_user(&self, admin_token: &str, username: &str, password: &str) -> anyhow::Result<String> {
+        let a = self.post("/admin/users", admin_token, json!({ "username": username, "password": password })).await?;
+        if a.status != StatusCode::CREATED {
+            bail!("creating {username} failed: {} {}", a.status, a.body);
+        }
+        Ok(a.body["id"].as_str().context("user id")?.to_owned())
+    }
+}
+
+/// The titles of the notifications sent to `user_id`, oldest first.
+pub async fn notifications(env: &TestEnv, user_id: &str) -> anyhow::Result<Vec<String>> {
+    use futures_util::StreamExt as _;
+    let head = edd_events::consume::stream_head(&env.js, "NOTIFY").await?;
+    let mut titles = Vec::new();
+    if head == 0 {
+        return Ok(titles);
+    }
+    let filter = vec![format!("notify.{user_id}")];
+    let mut replay = edd_events::consume::replay(&env.js, "NOTIFY", &filter, 1).await?;
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(2), replay.next()).await {
+        let stored = item?;
+        let event = edd_events::RawEvent::parse(stored.seq, &stored.subject, &stored.payload)?;
+        titles.push(event.envelope.data["title"].as_str().unwrap_or_default().to_owned());
+        if stored.pending == 0 {
+            break;
+        }
+    }
+    Ok(titles)
+}

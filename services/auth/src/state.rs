@@ -1,0 +1,191 @@
+//! What every handler shares, and the one way a command writes: append the event, then wait until
+//! the auth service's own projections show it (read-your-writes, on any replica).
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::extract::FromRef;
+use edd_events::{
+    catalog::{
+        auth::{SigningKeyAdded, SigningKeyRetired},
+        notify::Notification,
+    },
+    filter_matches, AppendError, Envelope, Event, EventStore, Expected, Token,
+};
+use edd_kit::{
+    auth::{jwt::SigningKey, permissions, Authorizer},
+    Problem,
+};
+use edd_projections::Handle;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::{config::AuthConfig, password::Hasher, ratelimit::SlidingWindow, secrets};
+
+/// How long a command waits for its projections before answering 503.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A projection the service reads (besides permissions), with the subjects it covers.
+#[derive(Clone)]
+pub struct Followed {
+    pub filters: Vec<String>,
+    pub handle: Handle,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+    pub pool: PgPool,
+    pub authorizer: Authorizer,
+    pub projections: Arc<Vec<Followed>>,
+    pub config: Arc<AuthConfig>,
+    pub hasher: Hasher,
+    pub ip_limit: Arc<SlidingWindow>,
+    pub user_limit: Arc<SlidingWindow>,
+    signer: Arc<Mutex<Option<Arc<SigningKey>>>>,
+}
+
+impl FromRef<AppState> for Authorizer {
+    fn from_ref(state: &AppState) -> Self {
+        state.authorizer.clone()
+    }
+}
+
+/// A failed append as the client sees it.
+pub fn append_problem(e: AppendError) -> Problem {
+    match e {
+        AppendError::Conflict { .. } => {
+            Problem::conflict("the resource was changed by another request at the same time; retry")
+        }
+        AppendError::Unavailable { .. } | AppendError::NoStream(_) => {
+            tracing::error!(error = %e, "event log unavailable");
+            Problem::unavailable("the event log is unavailable; nothing was changed, retry shortly").with_retry_after(2)
+        }
+        e => Problem::internal(e),
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: EventStore,
+        pool: PgPool,
+        authorizer: Authorizer,
+        projections: Vec<Followed>,
+        config: AuthConfig,
+        hasher: Hasher,
+    ) -> Self {
+        let window = Duration::from_secs(config.login_window_secs);
+        Self {
+            ip_limit: Arc::new(SlidingWindow::new(config.login_limit_ip, window)),
+            user_limit: Arc::new(SlidingWindow::new(config.login_limit_user, window)),
+            store,
+            pool,
+            authorizer,
+            projections: Arc::new(projections),
+            config: Arc::new(config),
+            hasher,
+            signer: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Appends `data` for `actor` and waits until the projections that read it have applied it.
+    pub async fn commit<E: Event>(&self, actor: &str, data: E, expected: Expected) -> Result<u64, Problem> {
+        let subject = data.subject();
+        let envelope = Envelope::new("auth", data).actor(actor);
+        let seq = self.store.append_one(&envelope, expected).await.map_err(append_problem)?;
+        self.settle(subject.as_str(), seq).await?;
+        Ok(seq)
+    }
+
+    /// Waits for every projection whose filters match `subject` to reach `seq`.
+    pub async fn settle(&self, subject: &str, seq: u64) -> Result<(), Problem> {
+        for followed in self.projections.iter() {
+            if followed.filters.iter().any(|f| filter_matches(f, subject)) {
+                followed.handle.wait_for(seq, SETTLE_TIMEOUT).await.map_err(|e| {
+                    tracing::warn!(error = %e, "projection slow to apply a command");
+                    Problem::unavailable("the change is recorded but not visible yet; read it again shortly")
+                        .with_retry_after(1)
+                })?;
+            }
+        }
+        // The permissions projection counts once its rows are in the authorizer's memory: then a
+        // token created by this command authenticates on the very next request.
+        if permissions::FILTERS.iter().any(|f| filter_matches(f, subject))
+            && !self.authorizer.wait_for(seq, SETTLE_TIMEOUT).await
+        {
+            return Err(Problem::unavailable("the change is recorded but not visible yet; read it again shortly")
+                .with_retry_after(1));
+        }
+        Ok(())
+    }
+
+    /// Sends `user` a notification; best effort, the command it reports on has already happened.
+    pub async fn notify(&self, user: &Token, title: &str, message: String) {
+        let note = Notification {
+            user_id: user.clone(),
+            title: title.to_owned(),
+            message,
+            link: None,
+            category: "auth".into(),
+            scope: None,
+        };
+        if let Err(e) = self.store.publish(&Envelope::new("auth", note)).await {
+            tracing::error!(error = %e, "could not send a notification");
+        }
+    }
+
+    /// The key new session tokens are signed with. Read from the private table (one indexed row)
+    /// so a rotation on any replica takes effect on all of them at the next login.
+    pub async fn signer(&self) -> Result<Arc<SigningKey>, Problem> {
+        let stored = secrets::active_key(&self.pool)
+            .await
+            .map_err(Problem::internal)?
+            .ok_or_else(|| Problem::unavailable("no signing key yet").with_retry_after(1))?;
+        if let Some(key) = self.signer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if key.kid().as_str() == stored.kid {
+                return Ok(key.clone());
+            }
+        }
+        let kid = Token::new(stored.kid).map_err(Problem::internal)?;
+        let key = Arc::new(SigningKey::from_pkcs8(kid, &stored.pkcs8).map_err(Problem::internal)?);
+        *self.signer.lock().unwrap_or_else(|e| e.into_inner()) = Some(key.clone());
+        Ok(key)
+    }
+
+    /// At start: make sure there is an active key and that its public half is in the log.
+    pub async fn ensure_signing_key(&self) -> Result<(), Problem> {
+        let (candidate, pkcs8) = SigningKey::generate().map_err(Problem::internal)?;
+        let stored = secrets::StoredKey { kid: candidate.kid().to_string(), pkcs8 };
+        let active = secrets::ensure_active_key(&self.pool, stored).await.map_err(Problem::internal)?;
+        let kid = Token::new(active.kid.clone()).map_err(Problem::internal)?;
+        let key = SigningKey::from_pkcs8(kid, &active.pkcs8).map_err(Problem::internal)?;
+        self.publish_key(&key).await
+    }
+
+    /// Publishes `key`'s public half; idempotent (a key is added once).
+    async fn publish_key(&self, key: &SigningKey) -> Result<(), Problem> {
+        let added = SigningKeyAdded { kid: key.kid().clone(), alg: "EdDSA".into(), public_key: key.public_key() };
+        match self.commit("auth", added, Expected::NoStream).await {
+            Ok(_) => Ok(()),
+            Err(p) if p.status == axum::http::StatusCode::CONFLICT => Ok(()),
+            Err(p) => Err(p),
+        }
+    }
+
+    /// Rotates the signing key: the new public key is published (and applied) before anything is
+    /// signed with it; the old key is retired but verifies its tokens until they expire.
+    pub async fn rotate_key(&self, actor: &str) -> Result<Token, Problem> {
+        let (key, pkcs8) = SigningKey::generate().map_err(Problem::internal)?;
+        let stored = secrets::StoredKey { kid: key.kid().to_string(), pkcs8 };
+        secrets::insert_pending_key(&self.pool, &stored).await.map_err(Problem::internal)?;
+        self.publish_key(&key).await?;
+        let old = secrets::activate_key(&self.pool, &stored.kid).await.map_err(Problem::internal)?;
+        if let Some(old) = old.and_then(|k| Token::new(k).ok()) {
+            let accept_until = OffsetDateTime::now_utc() + self.config.session_ttl();
+            self.commit(actor, SigningKeyRetired { kid: old, accept_until }, Expected::Any).await?;
+        }
+        Ok(key.kid().clone())
+    }
+}

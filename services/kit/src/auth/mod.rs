@@ -1,0 +1,45 @@
+//! Local authorization for every service (ARCHITECTURE §5).
+//!
+//! - [`scope`]: the scope grammar, its vocabulary and prefix matching;
+//! - [`jwt`]: EdDSA session tokens (signing for the auth service, verification for everyone);
+//! - [`api_token`]: opaque `edd_…` tokens and their SHA-256;
+//! - [`permissions`]: the projection each service runs over the `AUTH` stream;
+//! - [`Authorizer`]: that projection in memory, answering "who is this?" in microseconds;
+//! - [`Principal`]: the axum extractor and the ownership/scope checks handlers make.
+//!
+//! A service wires it up with [`start`], puts the [`Authorizer`] in its state (`FromRef`), and takes
+//! a `Principal` in each handler.
+
+pub mod api_token;
+mod authorizer;
+pub mod jwt;
+pub mod permissions;
+mod principal;
+pub mod scope;
+
+use std::{future::Future, sync::Arc};
+
+use async_nats::jetstream;
+use edd_projections::{Handle, Runner, RunnerConfig};
+use sqlx::PgPool;
+
+pub use authorizer::{AuthError, Authorizer};
+pub use permissions::PermissionsProjection;
+pub use principal::{credential, Credential, MaybePrincipal, Principal};
+
+/// Runs `projection` in `pool` and an [`Authorizer`] following it, until `shutdown`.
+pub fn start(
+    pool: PgPool,
+    js: jetstream::Context,
+    projection: PermissionsProjection,
+    config: RunnerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Authorizer, Handle) {
+    let (runner, handle) = Runner::new(pool.clone(), js.clone(), Arc::new(projection), config);
+    tokio::spawn(async move {
+        if let Err(e) = runner.run(shutdown).await {
+            tracing::error!(error = %e, "permissions projection stopped");
+        }
+    });
+    (Authorizer::follow(pool, js, projection, handle.clone()), handle)
+}
