@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the whole platform locally, in the foreground (Ctrl-C stops everything).
     Up(commands::up::UpArgs),
+    /// Run one component in the foreground (as Kubernetes does).
+    #[command(subcommand)]
+    Serve(commands::serve::ServeCommand),
     /// The event log: tail it, generate its schema.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
@@ -66,6 +69,7 @@ async fn run(cli: Cli) -> Result<()> {
     let auth = &cli.auth;
     match cli.command {
         Command::Up(args) => commands::up::run(&cli.common, args).await,
+        Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
         Command::Login(args) => commands::account::login(auth, args).await,

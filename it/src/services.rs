@@ -117,18 +117,24 @@ async fn delete_file(principal: Principal, Path((owner, id)): Path<(String, Stri
     Ok(Json(json!({ "deleted": id })))
 }
 
+/// The same work as `read_file` minus authentication: the benchmark's baseline.
+async fn open_file(Path((owner, id)): Path<(String, String)>) -> Result<Json<Value>, Problem> {
+    let owner = Token::new(owner).map_err(|_| Problem::not_found("no such resource"))?;
+    Ok(Json(json!({ "owner": owner, "id": id, "by": "nobody" })))
+}
+
 async fn admin_only(principal: Principal) -> Result<Json<Value>, Problem> {
     principal.require_admin()?;
     Ok(Json(json!({ "admin": principal.user_id })))
 }
 
 /// The probe's routes, also used by the benchmark: `GET|DELETE /files/{owner}/{id}` (scope
-/// `storage.{owner}.files.{id}`), `GET /admin`, and `GET /bare` without authentication.
+/// `storage.{owner}.files.{id}`), `GET /admin`, and `GET /open/{owner}/{id}`, the same handler without authentication.
 pub fn probe_router(authorizer: Authorizer) -> Router {
     let routes = Router::new()
         .route("/files/{owner}/{id}", get(read_file).delete(delete_file))
         .route("/admin", get(admin_only))
-        .route("/bare", get(|| async { Json(json!({ "ok": true })) }))
+        .route("/open/{owner}/{id}", get(open_file))
         .with_state(ProbeState { authorizer });
     App::new("probe", Metrics::new()).router(routes).build()
 }

@@ -4,6 +4,7 @@ pub mod account;
 pub mod admin;
 pub mod events;
 pub mod projections;
+pub mod serve;
 pub mod service_accounts;
 pub mod tokens;
 pub mod up;

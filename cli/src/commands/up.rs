@@ -27,6 +27,11 @@ pub struct UpArgs {
     /// Stream replicas (1 on a laptop, 3 on a cluster).
     #[arg(long, env = "EDD_STREAM_REPLICAS", default_value_t = 1)]
     replicas: usize,
+    /// Where the auth service listens.
+    #[arg(long, env = "EDD_AUTH_ADDR", default_value = super::serve::AUTH_ADDR)]
+    auth_addr: SocketAddr,
+    #[command(flatten)]
+    auth: edd_auth::AuthConfig,
 }
 
 pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
@@ -58,18 +63,34 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         platform::SERVICES.iter().map(|s| s.database).collect::<Vec<_>>().join(", ")
     );
 
-    // Every projection of every service, each with its runner.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut runners = Vec::new();
-    for (service, pool) in &pools {
-        for projection in (service.projections)() {
-            let (runner, _handle) =
-                edd_projections::Runner::new(pool.clone(), js.clone(), projection, Default::default());
-            let mut stop = stop_rx.clone();
-            runners.push(tokio::spawn(runner.run(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })));
-        }
+    // Each service runs its own projections.
+    let (trigger, shutdown) = edd_kit::Shutdown::new();
+    let mut services = Vec::new();
+    let auth_pool = pools.iter().find(|(s, _)| s.name == "auth").map(|(_, p)| p.clone()).context("auth_db")?;
+    let (admin_password, generated) = admin_password(&args.home)?;
+    let auth_listener = tokio::net::TcpListener::bind(args.auth_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (set EDD_AUTH_ADDR)", args.auth_addr))?;
+    let auth_url = format!("http://{}", auth_listener.local_addr()?);
+    let admin_username = args.auth.admin_username.clone();
+    services.push(tokio::spawn(edd_auth::run(
+        args.auth,
+        Some(admin_password.clone()),
+        edd_auth::Deps { js: js.clone(), pool: auth_pool },
+        auth_listener,
+        shutdown.clone(),
+    )));
+    println!("==> auth {auth_url}  (edd login --auth-url {auth_url})");
+    if generated {
+        println!(
+            "==> admin login: {admin_username} / {admin_password}  (generated, kept in {})",
+            args.home.join("admin-password").display()
+        );
+    } else {
+        println!(
+            "==> admin login: {admin_username}, password from EDD_ADMIN_PASSWORD[_FILE] or {}",
+            args.home.join("admin-password").display()
+        );
     }
 
     let metrics = edd_kit::Metrics::new();
@@ -95,18 +116,20 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_HTTP_ADDR)", args.http_addr))?;
     let addr = listener.local_addr()?;
     println!("==> operator endpoint http://{addr}/healthz  /readyz  /metrics");
-    println!("==> services: none yet beyond the backbone (auth, gateway, GFS and storage arrive with their issues)");
+    println!("==> services: auth (gateway, GFS, storage and the rest arrive with their issues)");
     println!("==> ready. Ctrl-C stops everything.");
 
-    let mut stop_http = stop_rx.clone();
-    let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, async move {
-        let _ = stop_http.wait_for(|s| *s).await;
-    }));
-    edd_kit::shutdown::signal().await;
+    let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, shutdown.wait()));
+    tokio::select! {
+        () = edd_kit::shutdown::signal() => {}
+        ended = futures_util::future::select_all(&mut services) => {
+            eprintln!("==> a service stopped: {:?}", ended.0);
+        }
+    }
     println!("==> stopping");
-    let _ = stop_tx.send(true);
-    for r in runners {
-        let _ = r.await;
+    trigger.trigger();
+    for service in services {
+        let _ = service.await;
     }
     let _ = server.await;
     if let Some(mut child) = nats_child {
@@ -114,6 +137,30 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     }
     println!("==> stopped");
     Ok(())
+}
+
+/// The first admin's password: `EDD_ADMIN_PASSWORD[_FILE]`, else `<home>/admin-password`, else a new
+/// random one written there (mode 0600). Returns whether it was generated now.
+fn admin_password(home: &std::path::Path) -> Result<(String, bool)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(password) = edd_kit::secret("ADMIN_PASSWORD")? {
+        return Ok((password, false));
+    }
+    let path = home.join("admin-password");
+    if let Ok(password) = std::fs::read_to_string(&path) {
+        return Ok((password.trim().to_owned(), false));
+    }
+    std::fs::create_dir_all(home)?;
+    let password = format!("{}{}", edd_events::Token::random(), edd_events::Token::random());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{password}")?;
+    Ok((password, true))
 }
 
 async fn start_nats(bin: &PathBuf, url: &str, home: &std::path::Path) -> Result<Child> {

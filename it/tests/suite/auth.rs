@@ -754,3 +754,77 @@ async fn a_service_fails_closed_until_its_permissions_load() {
         StatusCode::UNAUTHORIZED,
     );
 }
+
+/// The `edd` binary (built by a workspace test run; built here if missing).
+fn edd_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/suite-… → target/<profile>/edd
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("edd");
+    if !bin.exists() {
+        let status =
+            std::process::Command::new(env!("CARGO")).args(["build", "-p", "edd", "--bin", "edd"]).status().unwrap();
+        assert!(status.success(), "building the edd binary");
+    }
+    bin
+}
+
+/// The CLI against the real service: login (password on stdin), whoami, a token, logout; the stored
+/// session file is private.
+#[tokio::test]
+async fn the_cli_logs_in_creates_a_token_and_logs_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = world().await;
+    let dir = std::env::temp_dir().join(format!("edd-cli-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    let edd = edd_binary();
+    let run = async |args: &[&str], stdin: Option<&str>| {
+        let mut child = tokio::process::Command::new(&edd)
+            .args(args)
+            .env("EDD_CONFIG", &config)
+            .env("EDD_AUTH_URL", &w.auth.url)
+            .env_remove("EDD_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            use tokio::io::AsyncWriteExt as _;
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["login", "--username", ADMIN, "--password-stdin"], Some("wrong-password\n")).await;
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, out, err) =
+        run(&["login", "--username", ADMIN, "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n"))).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let (ok, out, _) = run(&["whoami", "--json"], None).await;
+    assert!(ok);
+    let me: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(me["user"]["username"], ADMIN);
+    let id = me["user"]["id"].as_str().unwrap().to_owned();
+
+    let (ok, token, err) = run(&["tokens", "create", "ci", "--scope", &format!("registry.{id}=read")], None).await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert_eq!(w.api.get("/api/session", &token).await.unwrap().body["kind"], "api_token");
+    let (ok, _, err) = run(&["tokens", "create", "ci", "--scope", "registry.someone=read"], None).await;
+    assert!(!ok && err.contains("registry.someone"), "{err}");
+
+    let (ok, _, _) = run(&["logout"], None).await;
+    assert!(ok);
+    let (ok, _, err) = run(&["whoami"], None).await;
+    assert!(!ok && err.contains("edd login"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

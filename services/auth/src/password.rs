@@ -96,3 +96,27 @@ mod tests {
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[tokio::test]
+    #[ignore = "a measurement, run with --release --ignored --nocapture"]
+    async fn unknown_users_cost_what_wrong_passwords_cost() {
+        let hasher = Hasher::new(19_456, 2, 1, 1).unwrap();
+        let phc = hasher.hash("right".into()).await.unwrap();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                hasher.verify("wrong".into(), Some(phc.clone())).await.unwrap();
+            }
+            let wrong = t.elapsed();
+            let t = std::time::Instant::now();
+            for _ in 0..10 {
+                hasher.verify("wrong".into(), None).await.unwrap();
+            }
+            println!("wrong password {:?}, unknown user {:?}", wrong / 10, t.elapsed() / 10);
+        }
+    }
+}

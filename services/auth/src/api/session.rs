@@ -97,13 +97,14 @@ pub async fn whoami(State(state): State<AppState>, principal: Principal) -> Resu
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::unauthorized("the account behind this token no longer exists"))?;
-    let mut body = json!({ "user": user, "kind": principal.kind() });
+    let expires_at = principal
+        .expires_at
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    let mut body = json!({ "user": user, "kind": principal.kind(), "expires_at": expires_at });
     match &principal.credential {
-        Credential::Session { session_id, expires_at } => {
+        Credential::Session { session_id } => {
             body["session_id"] = json!(session_id);
-            body["expires_at"] = json!(OffsetDateTime::from_unix_timestamp(*expires_at)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()));
         }
         Credential::ApiToken { token_id, scopes } => {
             body["token_id"] = json!(token_id);

@@ -85,6 +85,13 @@ struct ServiceAccount {
     deleted: bool,
 }
 
+/// A session token whose signature has been checked, with its ids already validated.
+struct Verified {
+    claims: Claims,
+    user_id: Token,
+    session_id: Token,
+}
+
 /// What the authorizer knows: a copy of the permissions projection.
 #[derive(Default)]
 struct State {
@@ -102,7 +109,7 @@ struct State {
 struct Inner {
     root: Option<&'static str>,
     state: RwLock<State>,
-    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    verified: Mutex<HashMap<String, Arc<Verified>>>,
     ready: AtomicBool,
     /// The projection position whose rows are in memory.
     loaded: tokio::sync::watch::Sender<u64>,
@@ -221,38 +228,45 @@ impl Authorizer {
             }
             None => Credential::ApiToken { token_id: token.token_id.clone(), scopes: token.scopes.clone() },
         };
-        Ok(Principal { user_id: token.owner.clone(), is_admin: user.is_admin, credential })
+        Ok(Principal {
+            user_id: token.owner.clone(),
+            is_admin: user.is_admin,
+            expires_at: token.expires_at,
+            credential,
+        })
     }
 
     fn authenticate_session(&self, credential: &str) -> Result<Principal, AuthError> {
         let now = now();
         let cached = self.inner.verified.lock().unwrap_or_else(|e| e.into_inner()).get(credential).cloned();
         let state = self.read();
-        let claims = match cached {
-            Some(claims) => {
-                jwt::check(&claims, now, jwt::SESSION)?;
-                claims
+        let verified = match cached {
+            Some(verified) => {
+                jwt::check(&verified.claims, now, jwt::SESSION)?;
+                verified
             }
             None => {
-                let claims = Arc::new(jwt::verify(credential, |kid| state.keys.get(kid), now, jwt::SESSION)?);
+                let claims = jwt::verify(credential, |kid| state.keys.get(kid), now, jwt::SESSION)?;
+                let user_id = Token::new(claims.sub.as_str()).map_err(|_| AuthError::Unknown)?;
+                let session_id = Token::new(claims.sid.as_str()).map_err(|_| AuthError::Unknown)?;
+                let verified = Arc::new(Verified { claims, user_id, session_id });
                 let mut cache = self.inner.verified.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= VERIFIED_CACHE_CAPACITY {
                     cache.clear();
                 }
-                cache.insert(credential.to_owned(), claims.clone());
-                claims
+                cache.insert(credential.to_owned(), verified.clone());
+                verified
             }
         };
-        if state.revoked_sessions.contains_key(&claims.sid) {
+        if state.revoked_sessions.contains_key(&verified.claims.sid) {
             return Err(AuthError::Revoked);
         }
-        let user = live_user(&state, &claims.sub)?;
-        let user_id = Token::new(claims.sub.as_str()).map_err(|_| AuthError::Unknown)?;
-        let session_id = Token::new(claims.sid.as_str()).map_err(|_| AuthError::Unknown)?;
+        let user = live_user(&state, verified.user_id.as_str())?;
         Ok(Principal {
-            user_id,
+            user_id: verified.user_id.clone(),
             is_admin: user.is_admin,
-            credential: Credential::Session { session_id, expires_at: claims.exp },
+            expires_at: Some(verified.claims.exp),
+            credential: Credential::Session { session_id: verified.session_id.clone() },
         })
     }
 }
@@ -303,7 +317,13 @@ async fn follow_projection(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot load permission changes; retrying");
+                // Until the leader has run the migrations the tables do not exist (42P01): expected.
+                let missing = matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01"));
+                if missing {
+                    tracing::debug!("permissions tables not created yet");
+                } else {
+                    tracing::warn!(error = %e, "cannot load permission changes; retrying");
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }

@@ -22,7 +22,7 @@ use crate::Problem;
 #[derive(Clone, Debug)]
 pub enum Credential {
     /// A login session: acts for its own user on everything the user owns.
-    Session { session_id: Token, expires_at: i64 },
+    Session { session_id: Token },
     /// A personal API token with its own scopes.
     ApiToken { token_id: Token, scopes: Arc<ScopeMap> },
     /// A service-account token: the service account's current scopes.
@@ -34,6 +34,8 @@ pub enum Credential {
 pub struct Principal {
     pub user_id: Token,
     pub is_admin: bool,
+    /// When the credential stops working (Unix seconds); `None` for tokens that never expire.
+    pub expires_at: Option<i64>,
     pub credential: Credential,
 }
 
@@ -205,7 +207,8 @@ mod tests {
         let session = Principal {
             user_id: u1.clone(),
             is_admin: false,
-            credential: Credential::Session { session_id: Token::new("s").unwrap(), expires_at: 0 },
+            expires_at: None,
+            credential: Credential::Session { session_id: Token::new("s").unwrap() },
         };
         assert!(session.require("storage", &u1, Some("files"), Some("f1"), "delete").is_ok());
         let other = Token::new("u2").unwrap();
@@ -215,6 +218,7 @@ mod tests {
         let token = Principal {
             user_id: u1.clone(),
             is_admin: true,
+            expires_at: None,
             credential: Credential::ApiToken { token_id: Token::new("t").unwrap(), scopes: Arc::new(scopes) },
         };
         assert!(token.require("storage", &u1, Some("files"), Some("f1"), "read").is_ok());

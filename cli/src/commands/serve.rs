@@ -1,0 +1,48 @@
+//! `edd serve <service>`: one component in the foreground, as Kubernetes runs it (one image, one
+//! argument per Deployment) and as failure tests start and kill single components.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Subcommand};
+use edd_kit::{HttpArgs, Shutdown};
+
+#[derive(Subcommand)]
+pub enum ServeCommand {
+    /// The auth service (users, sessions, service accounts, API tokens); database auth_db.
+    Auth(ServeAuthArgs),
+}
+
+#[derive(Args)]
+pub struct ServeAuthArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    config: edd_auth::AuthConfig,
+}
+
+/// Where the auth service listens unless told otherwise.
+pub const AUTH_ADDR: &str = "127.0.0.1:18081";
+
+pub async fn run(common: &edd_kit::CommonArgs, cmd: ServeCommand) -> Result<()> {
+    match cmd {
+        ServeCommand::Auth(args) => serve_auth(common, args).await,
+    }
+}
+
+async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result<()> {
+    let client = edd_events::connect(&common.nats_url, "edd-auth").await?;
+    let js = async_nats::jetstream::new(client);
+    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let pool = edd_projections::ensure_database(&common.database_url, "auth_db", 10).await?;
+    let admin_password = edd_kit::secret("ADMIN_PASSWORD")?;
+    let addr = args.http.addr_or(AUTH_ADDR.parse::<SocketAddr>()?);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        edd_kit::shutdown::signal().await;
+        trigger.trigger();
+    });
+    edd_auth::run(args.config, admin_password, edd_auth::Deps { js, pool }, listener, shutdown).await?;
+    Ok(())
+}
