@@ -20,7 +20,7 @@ pub mod subject;
 
 pub use catalog::Event;
 pub use envelope::{Envelope, RawEvent};
-pub use store::{AppendError, Appended, EventStore, Expected};
+pub use store::{AppendError, Appended, ClaimHolder, EventStore, Expected};
 pub use subject::{filter_matches, Aggregate, Subject, SubjectError, Token};
 
 /// Connects to NATS with the settings every Edd component uses: a name for the server's monitoring pages

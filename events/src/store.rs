@@ -60,6 +60,15 @@ pub enum AppendError {
     Unavailable { attempts: u32, last: String },
 }
 
+/// The current holder of a uniqueness claim.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimHolder {
+    /// Stream sequence of the `ClaimMade` event.
+    pub seq: u64,
+    pub owner: String,
+    pub made_at: time::OffsetDateTime,
+}
+
 /// An encoded event ready to publish: subject, id and bytes.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
@@ -183,6 +192,32 @@ impl EventStore {
     pub async fn release(&self, source: &str, kind: &Token, value: &str, owner: &str) -> Result<u64, AppendError> {
         let released = auth::ClaimReleased { kind: kind.clone(), value: value.to_owned(), owner: owner.to_owned() };
         self.append_one(&Envelope::new(source, released), Expected::Any).await
+    }
+
+    /// Who holds the claim on `value` of `kind` now, if anyone.
+    pub async fn claim_holder(&self, kind: &Token, value: &str) -> Result<Option<ClaimHolder>, AppendError> {
+        let made = auth::ClaimMade { kind: kind.clone(), value: value.to_owned(), owner: String::new() };
+        let aggregate = made.aggregate().ok_or(AppendError::Empty)?;
+        let Some(raw) = self.last_raw(aggregate.filter()).await? else { return Ok(None) };
+        if raw.ty() != auth::ClaimMade::TYPE {
+            return Ok(None);
+        }
+        let made: auth::ClaimMade =
+            raw.decode().map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
+        Ok(Some(ClaimHolder { seq: raw.stream_seq, owner: made.owner, made_at: raw.envelope.time }))
+    }
+
+    /// Releases the claim on `value` only if its last event is still the one at `seq`: frees a claim
+    /// abandoned by a crashed command without racing a live one.
+    pub async fn release_stale(
+        &self,
+        source: &str,
+        kind: &Token,
+        value: &str,
+        holder: &ClaimHolder,
+    ) -> Result<u64, AppendError> {
+        let released = auth::ClaimReleased { kind: kind.clone(), value: value.to_owned(), owner: holder.owner.clone() };
+        self.append_one(&Envelope::new(source, released), Expected::Exactly(holder.seq)).await
     }
 
     /// The sequence and id of the last event under `filter`, if any.

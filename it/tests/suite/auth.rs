@@ -828,3 +828,24 @@ async fn the_cli_logs_in_creates_a_token_and_logs_out() {
     assert!(!ok && err.contains("edd login"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A crash between claiming a username and creating the user leaves a claim with no user. Within the
+/// grace period the name stays taken (the creation may still be in flight); after it, asking for the
+/// name releases the abandoned claim. A name held by a real user is never released this way.
+#[tokio::test]
+async fn an_abandoned_username_claim_is_released_after_the_grace_period() {
+    let kind = edd_events::Token::new("username").unwrap();
+    let body = json!({"username": "ghost", "password": "password-1"});
+
+    let w = world().await;
+    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
+    assert_problem(&w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap(), StatusCode::CONFLICT);
+    drop(w);
+
+    let w = world_with(AuthConfig { claim_grace_secs: 0, ..test_config() }).await;
+    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
+    let created = w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    w.api.login("ghost", "password-1").await.unwrap();
+    assert_problem(&w.api.post("/admin/users", &w.admin, body).await.unwrap(), StatusCode::CONFLICT);
+}

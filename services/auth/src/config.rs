@@ -42,6 +42,10 @@ pub struct AuthConfig {
     /// `EDD_ADMIN_PASSWORD_FILE` or `EDD_ADMIN_PASSWORD`.
     #[arg(long, env = "EDD_ADMIN_USERNAME", default_value = "admin")]
     pub admin_username: String,
+    /// A username claim older than this whose user never appeared (its command crashed between the
+    /// claim and the user's creation) is released when someone asks for the name.
+    #[arg(long, env = "EDD_AUTH_CLAIM_GRACE_SECS", default_value_t = 60)]
+    pub claim_grace_secs: u64,
     /// Trust the first address in `X-Forwarded-For` as the client (only behind our gateway).
     #[arg(long, env = "EDD_AUTH_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
@@ -66,6 +70,7 @@ impl Default for AuthConfig {
             hash_concurrency: 4,
             signup: Signup::Closed,
             admin_username: "admin".into(),
+            claim_grace_secs: 60,
             trust_forwarded_for: false,
         }
     }

@@ -102,18 +102,7 @@ pub async fn create_user(
     check_name("display_name", &display_name)?;
 
     let user_id = Token::random();
-    let kind = Token::new("username").map_err(Problem::internal)?;
-    match state.store.claim("auth", &kind, username, user_id.as_str()).await {
-        Ok(_) => {}
-        Err(AppendError::Conflict { .. }) => {
-            return Err(
-                Problem::conflict(format!("the username {username:?} is taken")).with_extension("field", "username")
-            )
-        }
-        Err(e) => return Err(append_problem(e)),
-    }
-    // Known gap: a crash between the claim and `UserCreated` leaves the name claimed by an id that
-    // never became a user. Nothing else breaks; the name stays unavailable until released by hand.
+    claim_username(state, username, &user_id).await?;
     let phc = state.hasher.hash(password).await.map_err(Problem::internal)?;
     secrets::set_password(&state.pool, user_id.as_str(), &phc).await.map_err(Problem::internal)?;
     let created = UserCreated { user_id: user_id.clone(), username: username.to_owned(), display_name, is_admin };
@@ -122,6 +111,37 @@ pub async fn create_user(
         .await
         .map_err(Problem::internal)?
         .ok_or_else(|| Problem::internal("created user is not in the projection"))
+}
+
+/// Claims `username` for `user_id`; 409 if a user holds it. A claim whose user never appeared
+/// (the command that made it crashed) is released once older than the grace period, then retried.
+async fn claim_username(state: &AppState, username: &str, user_id: &Token) -> Result<(), Problem> {
+    let kind = Token::new("username").map_err(Problem::internal)?;
+    let taken = || Problem::conflict(format!("the username {username:?} is taken")).with_extension("field", "username");
+    match state.store.claim("auth", &kind, username, user_id.as_str()).await {
+        Ok(_) => return Ok(()),
+        Err(AppendError::Conflict { .. }) => {}
+        Err(e) => return Err(append_problem(e)),
+    }
+    let Some(holder) = state.store.claim_holder(&kind, username).await.map_err(append_problem)? else {
+        return Err(taken()); // released meanwhile by someone else's command; let the caller retry
+    };
+    let grace = time::Duration::seconds(state.config.claim_grace_secs as i64);
+    let abandoned = OffsetDateTime::now_utc() - holder.made_at >= grace
+        && !queries::user_ever_existed(&state.pool, &holder.owner).await.map_err(Problem::internal)?;
+    if !abandoned {
+        return Err(taken());
+    }
+    tracing::warn!(username, owner = %holder.owner, "releasing a username claim whose user was never created");
+    match state.store.release_stale("auth", &kind, username, &holder).await {
+        Ok(_) | Err(AppendError::Conflict { .. }) => {}
+        Err(e) => return Err(append_problem(e)),
+    }
+    match state.store.claim("auth", &kind, username, user_id.as_str()).await {
+        Ok(_) => Ok(()),
+        Err(AppendError::Conflict { .. }) => Err(taken()),
+        Err(e) => Err(append_problem(e)),
+    }
 }
 
 /// Revokes `session_id` (a no-op if it already is); 404 unless it belongs to `owner` (when given).

@@ -55,6 +55,15 @@ pub async fn user_by_name(pool: &PgPool, username: &str) -> Result<Option<User>,
     .transpose()
 }
 
+/// Whether a user with this id was ever created (deleted ones included).
+pub async fn user_ever_existed(pool: &PgPool, id: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM {SCHEMA}.users WHERE user_id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
 pub async fn users(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {USER_COLUMNS} FROM {SCHEMA}.users WHERE deleted_at IS NULL ORDER BY created_at LIMIT {LIST_LIMIT}"

@@ -63,6 +63,9 @@ pub fn append_problem(e: AppendError) -> Problem {
             tracing::error!(error = %e, "event log unavailable");
             Problem::unavailable("the event log is unavailable; nothing was changed, retry shortly").with_retry_after(2)
         }
+        AppendError::TooLarge { size, max } => {
+            Problem::payload_too_large(format!("the change is {size} bytes as an event; the limit is {max}"))
+        }
         e => Problem::internal(e),
     }
 }

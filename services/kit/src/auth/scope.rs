@@ -8,6 +8,9 @@ use edd_events::{catalog::auth::ScopeMap, Token};
 
 /// Most entries one scope map may hold.
 pub const MAX_SCOPES: usize = 64;
+/// Longest scope string and most actions per entry (every action is named once).
+pub const MAX_SCOPE_LEN: usize = 256;
+pub const MAX_ACTIONS: usize = 8;
 
 /// A resource and the actions on it.
 pub type Resource = (&'static str, &'static [&'static str]);
@@ -62,6 +65,13 @@ pub fn validate(map: &ScopeMap, owner: &Token) -> Result<(), ScopeError> {
         return Err(ScopeError::TooMany(map.len()));
     }
     for (scope, actions) in map {
+        if scope.len() > MAX_SCOPE_LEN {
+            let head: String = scope.chars().take(64).collect();
+            return Err(invalid(&head, format!("longer than {MAX_SCOPE_LEN} bytes")));
+        }
+        if actions.len() > MAX_ACTIONS {
+            return Err(invalid(scope, format!("at most {MAX_ACTIONS} actions, each named once")));
+        }
         let parts: Vec<&str> = scope.split('.').collect();
         if !(2..=4).contains(&parts.len()) {
             return Err(invalid(scope, "expected <root>.<user_id>[.<resource>[.<id>]]"));
@@ -167,6 +177,7 @@ mod tests {
             ("storage.u1.files", &[]),
             ("storage.u1.files.a*b", &["read"]),
             ("storage.u1.files.x.y", &["read"]),
+            ("storage.u1.files", &["read"; 9]),
         ];
         for (scope, actions) in cases {
             let err = validate(&map(&[(scope, actions)]), &u1()).unwrap_err();
