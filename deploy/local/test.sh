@@ -8,6 +8,10 @@ source deploy/local/lib.sh
 
 ensure_all
 
+# The CLI's end-to-end test runs the `edd` binary; `cargo test` builds only test targets.
+log "cargo build -p edd --bin edd"
+cargo build -p edd --bin edd
+
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run --workspace --no-fail-fast $*"
     cargo nextest run --workspace --no-fail-fast "$@"
