@@ -4,4 +4,5 @@
 mod auth;
 mod events;
 mod failures;
+mod gateway;
 mod projections;

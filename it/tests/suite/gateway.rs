@@ -1,0 +1,221 @@
+//! The gateway's proxy core with real sockets: routing, forwarded headers, request ids, upgrade
+//! tunnelling, limits, upstream failure, and swapping routes under an open tunnel.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{http::HeaderMap, http::Uri, routing::get, Json, Router};
+use edd_gateway::{server, Gateway, Route, RouteTable};
+use edd_kit::{shutdown::Trigger, Shutdown};
+use hyper::{body::Incoming, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+async fn listen() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// A backend that answers with what it received.
+async fn echo_backend(name: &'static str) -> SocketAddr {
+    async fn echo(name: &'static str, uri: Uri, headers: HeaderMap) -> Json<Value> {
+        let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Json(json!({
+            "backend": name, "path": uri.path(), "query": uri.query(),
+            "xff": h("x-forwarded-for"), "proto": h("x-forwarded-proto"), "fhost": h("x-forwarded-host"),
+            "request_id": h("x-request-id"), "custom": h("x-custom"), "keep_alive": h("keep-alive"),
+        }))
+    }
+    let (listener, addr) = listen().await;
+    let app = Router::new()
+        .route("/", get(move |uri: Uri, headers: HeaderMap| echo(name, uri, headers)))
+        .route("/{*rest}", get(move |uri: Uri, headers: HeaderMap| echo(name, uri, headers)));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A backend that accepts `Upgrade: echo` and then echoes bytes back.
+async fn upgrade_backend() -> SocketAddr {
+    let (listener, addr) = listen().await;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = service_fn(|mut req: Request<Incoming>| async move {
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on_upgrade.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    let resp = Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "echo")
+                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct RunningGateway {
+    addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    _trigger: Trigger,
+}
+
+async fn start(routes: Vec<Route>) -> RunningGateway {
+    let (listener, addr) = listen().await;
+    let gateway = Arc::new(Gateway::new(RouteTable::new(routes)));
+    let (trigger, shutdown) = Shutdown::new();
+    let limits = server::Limits { max_header_bytes: 16 * 1024, header_timeout: Duration::from_millis(500) };
+    tokio::spawn(server::serve(listener, gateway.clone(), limits, shutdown));
+    RunningGateway { addr, gateway, _trigger: trigger }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+#[tokio::test]
+async fn routes_by_host_and_longest_prefix_and_rewrites_headers() {
+    let a = echo_backend("a").await;
+    let b = echo_backend("b").await;
+    let gw = start(vec![
+        Route::new("root", "app.localhost", "/", &format!("http://{a}"), false).unwrap(),
+        Route::new("api", "app.localhost", "/api", &format!("http://{b}/v1"), true).unwrap(),
+    ])
+    .await;
+    let url = |path: &str| format!("http://{}{path}", gw.addr);
+    let get = |path: &str, host: &str| client().get(url(path)).header("host", host.to_owned());
+
+    let r: Value = get("/x?q=1", "app.localhost").send().await.unwrap().json().await.unwrap();
+    assert_eq!((r["backend"].as_str(), r["path"].as_str(), r["query"].as_str()), (Some("a"), Some("/x"), Some("q=1")));
+    let r: Value = get("/api/items", "APP.localhost:80").send().await.unwrap().json().await.unwrap();
+    assert_eq!((r["backend"].as_str(), r["path"].as_str()), (Some("b"), Some("/v1/items")));
+    let r: Value = get("/apix", "app.localhost").send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["backend"], "a");
+
+    // Forwarded headers are the gateway's view, not the client's claims; hop-by-hop headers stop here.
+    let resp = get("/", "app.localhost")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("connection", "x-custom")
+        .header("x-custom", "secret")
+        .header("x-request-id", "req-1.ok_")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-1.ok_");
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["xff"], "127.0.0.1");
+    assert_eq!(r["proto"], "http");
+    assert_eq!(r["fhost"], "app.localhost");
+    assert_eq!(r["request_id"], "req-1.ok_");
+    assert_eq!(r["custom"], Value::Null);
+
+    // A malformed request id is replaced with a fresh one, used on both sides.
+    let resp = get("/", "app.localhost").header("x-request-id", "bad id!").send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(id, "bad id!");
+    assert_eq!(resp.json::<Value>().await.unwrap()["request_id"], id);
+
+    let resp = get("/", "nowhere.localhost").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_and_survive_a_route_swap() {
+    let echo = upgrade_backend().await;
+    let plain = echo_backend("plain").await;
+    let gw = start(vec![Route::new("ws", "app.localhost", "/ws", &format!("http://{echo}"), false).unwrap()]).await;
+
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection closed before the 101");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+
+    let roundtrip = async |stream: &mut TcpStream, msg: &[u8]| {
+        stream.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg);
+    };
+    roundtrip(&mut stream, b"hello").await;
+
+    // New routes take over new requests; the open tunnel keeps its upstream.
+    gw.gateway.set_routes(RouteTable::new([
+        Route::new("p", "app.localhost", "/", &format!("http://{plain}"), false).unwrap()
+    ]));
+    let r: Value = client()
+        .get(format!("http://{}/ws", gw.addr))
+        .header("host", "app.localhost")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["backend"], "plain");
+    roundtrip(&mut stream, b"still here").await;
+}
+
+#[tokio::test]
+async fn limits_and_upstream_failures_are_clear_errors() {
+    let a = echo_backend("a").await;
+    let (dead, dead_addr) = listen().await;
+    drop(dead); // nothing listens there any more
+    let gw = start(vec![
+        Route::new("a", "app.localhost", "/", &format!("http://{a}"), false).unwrap(),
+        Route::new("down", "down.localhost", "/", &format!("http://{dead_addr}"), false).unwrap(),
+    ])
+    .await;
+
+    let resp = client().get(format!("http://{}/", gw.addr)).header("host", "down.localhost").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+
+    let huge = "x".repeat(32 * 1024);
+    let resp = client()
+        .get(format!("http://{}/", gw.addr))
+        .header("host", "app.localhost")
+        .header("x-big", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+
+    // A client that never finishes its request head is cut off by the header timeout.
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow client was not disconnected");
+}
