@@ -15,7 +15,7 @@ pub struct Service {
 /// Every service of the platform (ARCHITECTURE §6). Their projections arrive with their issues.
 pub const SERVICES: &[Service] = &[
     Service { name: "auth", database: "auth_db", projections: edd_auth::projections },
-    Service { name: "gateway", database: "gateway_db", projections: Vec::new },
+    Service { name: "gateway", database: "gateway_db", projections: edd_gateway::projections },
     Service { name: "storage", database: "sfs_db", projections: Vec::new },
     Service { name: "notify", database: "notifications_db", projections: Vec::new },
     Service { name: "compute", database: "compute_db", projections: Vec::new },

@@ -169,6 +169,7 @@ pub async fn start_probe(env: &TestEnv) -> anyhow::Result<Probe> {
 #[derive(Clone)]
 pub struct Api {
     base: String,
+    host: Option<String>,
     http: reqwest::Client,
 }
 
@@ -184,7 +185,12 @@ pub struct Answer {
 
 impl Api {
     pub fn new(base: &str) -> Self {
-        Self { base: base.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self { base: base.trim_end_matches('/').to_owned(), host: None, http: reqwest::Client::new() }
+    }
+
+    /// The same API reached through the gateway: every request carries `Host: host`.
+    pub fn via(gateway_url: &str, host: &str) -> Self {
+        Self { host: Some(host.to_owned()), ..Self::new(gateway_url) }
     }
 
     pub async fn call(
@@ -196,6 +202,9 @@ impl Api {
     ) -> anyhow::Result<Answer> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self.http.request(method, format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
+        if let Some(host) = &self.host {
+            req = req.header("host", host);
+        }
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -267,4 +276,33 @@ pub async fn notifications(env: &TestEnv, user_id: &str) -> anyhow::Result<Vec<S
         }
     }
     Ok(titles)
+}
+
+/// A running gateway and the database it owns.
+pub struct GatewayUnderTest {
+    pub running: Running,
+    pub db: TestDb,
+}
+
+/// Starts the gateway on `env`'s NATS with its own database, routing `auth.localhost` to `auth_url`.
+pub async fn start_gateway(env: &TestEnv, auth_url: &str) -> anyhow::Result<GatewayUnderTest> {
+    let db = TestDb::create().await?;
+    let (public, url) = listen().await?;
+    let (admin, _) = listen().await?;
+    let config = edd_gateway::GatewayConfig {
+        listen_addr: public.local_addr()?,
+        admin_addr: admin.local_addr()?,
+        base_domain: "localhost".into(),
+        auth_upstream: auth_url.to_owned(),
+        max_header_bytes: 64 * 1024,
+        header_timeout_secs: 10,
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let deps = edd_gateway::Deps { js: env.js.clone(), pool: db.pool.clone() };
+    let task = tokio::spawn(async move {
+        if let Err(e) = edd_gateway::run(config, deps, public, admin, shutdown).await {
+            tracing::error!(error = %e, "gateway failed");
+        }
+    });
+    Ok(GatewayUnderTest { running: Running { url, trigger: Some(trigger), task: Some(task) }, db })
 }

@@ -11,6 +11,14 @@ use edd_kit::{HttpArgs, Shutdown};
 pub enum ServeCommand {
     /// The auth service (users, sessions, service accounts, API tokens); database auth_db.
     Auth(ServeAuthArgs),
+    /// The gateway (routing by host and path to the services); database gateway_db.
+    Gateway(ServeGatewayArgs),
+}
+
+#[derive(Args)]
+pub struct ServeGatewayArgs {
+    #[command(flatten)]
+    config: edd_gateway::GatewayConfig,
 }
 
 #[derive(Args)]
@@ -27,7 +35,34 @@ pub const AUTH_ADDR: &str = "127.0.0.1:18081";
 pub async fn run(common: &edd_kit::CommonArgs, cmd: ServeCommand) -> Result<()> {
     match cmd {
         ServeCommand::Auth(args) => serve_auth(common, args).await,
+        ServeCommand::Gateway(args) => serve_gateway(common, args).await,
     }
+}
+
+/// Stops on SIGINT/SIGTERM.
+fn on_signal() -> Shutdown {
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        edd_kit::shutdown::signal().await;
+        trigger.trigger();
+    });
+    shutdown
+}
+
+async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> Result<()> {
+    let client = edd_events::connect(&common.nats_url, "edd-gateway").await?;
+    let js = async_nats::jetstream::new(client);
+    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let pool = edd_projections::ensure_database(&common.database_url, "gateway_db", 10).await?;
+    let config = args.config;
+    let public = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    let admin = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.admin_addr))?;
+    edd_gateway::run(config, edd_gateway::Deps { js, pool }, public, admin, on_signal()).await?;
+    Ok(())
 }
 
 async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result<()> {
@@ -38,11 +73,6 @@ async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result
     let admin_password = edd_kit::secret("ADMIN_PASSWORD")?;
     let addr = args.http.addr_or(AUTH_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    let (trigger, shutdown) = Shutdown::new();
-    tokio::spawn(async move {
-        edd_kit::shutdown::signal().await;
-        trigger.trigger();
-    });
-    edd_auth::run(args.config, admin_password, edd_auth::Deps { js, pool }, listener, shutdown).await?;
+    edd_auth::run(args.config, admin_password, edd_auth::Deps { js, pool }, listener, on_signal()).await?;
     Ok(())
 }

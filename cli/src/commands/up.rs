@@ -16,7 +16,7 @@ use crate::platform;
 #[derive(Args)]
 pub struct UpArgs {
     /// Where the platform's operator endpoint (/healthz, /readyz, /metrics) listens.
-    #[arg(long, env = "EDD_HTTP_ADDR", default_value = "127.0.0.1:18080")]
+    #[arg(long, env = "EDD_HTTP_ADDR", default_value = "127.0.0.1:18090")]
     http_addr: SocketAddr,
     /// nats-server (≥ 2.11) to start when NATS is not reachable.
     #[arg(long, env = "EDD_NATS_SERVER_BIN")]
@@ -32,6 +32,8 @@ pub struct UpArgs {
     auth_addr: SocketAddr,
     #[command(flatten)]
     auth: edd_auth::AuthConfig,
+    #[command(flatten)]
+    gateway: edd_gateway::GatewayConfig,
 }
 
 pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
@@ -65,7 +67,7 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
 
     // Each service runs its own projections.
     let (trigger, shutdown) = edd_kit::Shutdown::new();
-    let mut services = Vec::new();
+    let services = Vec::new();
     let auth_pool = pools.iter().find(|(s, _)| s.name == "auth").map(|(_, p)| p.clone()).context("auth_db")?;
     let (admin_password, generated) = admin_password(&args.home)?;
     let auth_listener = tokio::net::TcpListener::bind(args.auth_addr)
@@ -73,14 +75,35 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_AUTH_ADDR)", args.auth_addr))?;
     let auth_url = format!("http://{}", auth_listener.local_addr()?);
     let admin_username = args.auth.admin_username.clone();
-    services.push(tokio::spawn(edd_auth::run(
-        args.auth,
-        Some(admin_password.clone()),
-        edd_auth::Deps { js: js.clone(), pool: auth_pool },
-        auth_listener,
-        shutdown.clone(),
-    )));
+    let mut services: Vec<tokio::task::JoinHandle<Result<()>>> = services;
+    let (js_gateway, shutdown_gateway) = (js.clone(), shutdown.clone());
+    let auth_deps = edd_auth::Deps { js: js.clone(), pool: auth_pool };
+    let auth_config = args.auth;
+    let auth_shutdown = shutdown.clone();
+    let password = admin_password.clone();
+    services.push(tokio::spawn(async move {
+        edd_auth::run(auth_config, Some(password), auth_deps, auth_listener, auth_shutdown)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))
+    }));
     println!("==> auth {auth_url}  (edd login --auth-url {auth_url})");
+
+    let gateway_pool = pools.iter().find(|(s, _)| s.name == "gateway").map(|(_, p)| p.clone()).context("gateway_db")?;
+    let public = tokio::net::TcpListener::bind(args.gateway.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (set EDD_GATEWAY_HTTP_ADDR)", args.gateway.listen_addr))?;
+    let admin = tokio::net::TcpListener::bind(args.gateway.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (set EDD_GATEWAY_ADMIN_ADDR)", args.gateway.admin_addr))?;
+    let gateway_addr = public.local_addr()?;
+    let base = args.gateway.base_domain.clone();
+    services.push(tokio::spawn(async move {
+        let deps = edd_gateway::Deps { js: js_gateway, pool: gateway_pool };
+        edd_gateway::run(args.gateway, deps, public, admin, shutdown_gateway).await.map_err(|e| anyhow::anyhow!(e))
+    }));
+    println!(
+        "==> gateway http://{gateway_addr}  (hosts: auth.{base}, gateway.{base}; e.g. curl -H 'Host: auth.{base}' http://{gateway_addr}/healthz)"
+    );
     if generated {
         println!(
             "==> admin login: {admin_username} / {admin_password}  (generated, kept in {})",
@@ -116,7 +139,7 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_HTTP_ADDR)", args.http_addr))?;
     let addr = listener.local_addr()?;
     println!("==> operator endpoint http://{addr}/healthz  /readyz  /metrics");
-    println!("==> services: auth (gateway, GFS, storage and the rest arrive with their issues)");
+    println!("==> services: gateway, auth (GFS, storage and the rest arrive with their issues)");
     println!("==> ready. Ctrl-C stops everything.");
 
     let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, shutdown.wait()));

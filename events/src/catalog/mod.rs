@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod gateway;
 pub mod logs;
 pub mod notify;
 
@@ -75,6 +76,8 @@ pub fn all() -> Vec<EventInfo> {
         EventInfo::of::<auth::SigningKeyRetired>(),
         EventInfo::of::<auth::ClaimMade>(),
         EventInfo::of::<auth::ClaimReleased>(),
+        EventInfo::of::<gateway::RouteCreated>(),
+        EventInfo::of::<gateway::RouteDeleted>(),
         EventInfo::of::<notify::Notification>(),
         EventInfo::of::<cluster::NodeMetrics>(),
         EventInfo::of::<cluster::PodStatus>(),

@@ -219,3 +219,97 @@ async fn limits_and_upstream_failures_are_clear_errors() {
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the slow client was not disconnected");
 }
+
+/// The whole path: the admin logs in to auth *through the gateway*, manages routes on the gateway's
+/// own host; a new route is live when the API answers, while a tunnel on another route stays open.
+#[tokio::test]
+async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
+    use edd_it::services::{start_auth, start_gateway, test_config, Api, ADMIN, ADMIN_PASSWORD};
+    let env = edd_it::TestEnv::new().await.unwrap();
+    let auth = start_auth(&env, test_config()).await.unwrap();
+    let gw = start_gateway(&env, &auth.url).await.unwrap();
+    let auth_via_gw = Api::via(&gw.running.url, "auth.localhost");
+    let admin = auth_via_gw.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    let user_id = auth_via_gw.create_user(&admin, "ada", "password-1").await.unwrap();
+    assert!(!user_id.is_empty());
+    let ada = auth_via_gw.login("ada", "password-1").await.unwrap();
+    let routes = Api::via(&gw.running.url, "gateway.localhost");
+
+    // The gateway's permissions load from the AUTH stream; until then it answers 503, never allows.
+    edd_it::eventually(Duration::from_secs(30), "the gateway to know the admin", || async {
+        Ok((routes.get("/api/routes", &admin).await?.status == StatusCode::OK).then_some(()))
+    })
+    .await
+    .unwrap();
+    let listed = routes.get("/api/routes", &admin).await.unwrap();
+    assert!(listed.body.as_array().unwrap().iter().any(|r| r["host"] == "auth.localhost" && r["builtin"] == true));
+    edd_it::eventually(Duration::from_secs(10), "the gateway to know ada", || async {
+        Ok((routes.get("/api/routes", &ada).await?.status == StatusCode::FORBIDDEN).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // A tunnel on one route...
+    let echo = upgrade_backend().await;
+    let ws = routes
+        .post(
+            "/api/routes",
+            &admin,
+            json!({"host": "ws.localhost", "path_prefix": "/", "upstream": format!("http://{echo}")}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ws.status, StatusCode::CREATED, "{:?}", ws.body);
+    let addr: SocketAddr = gw.running.url.trim_start_matches("http://").parse().unwrap();
+    let mut tunnel = TcpStream::connect(addr).await.unwrap();
+    tunnel
+        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+
+    // ...while a new route is added: live as soon as the API answers.
+    let backend = echo_backend("app").await;
+    let started = std::time::Instant::now();
+    let created = routes
+        .post("/api/routes", &admin, json!({"host": "app.localhost", "path_prefix": "/api", "upstream": format!("http://{backend}"), "strip_prefix": true}))
+        .await
+        .unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let app = Api::via(&gw.running.url, "app.localhost");
+    let served = app.call("GET", "/api/x", None, None).await.unwrap();
+    println!("route added → served in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(served.status, StatusCode::OK);
+    assert_eq!(served.body["path"], "/x");
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tunnel.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+
+    // Bad input and the gateway's own host are refused; deleting takes the route away.
+    let bad = routes
+        .post("/api/routes", &admin, json!({"host": "x y", "path_prefix": "/", "upstream": "http://a:1"}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let own = routes
+        .post("/api/routes", &admin, json!({"host": "gateway.localhost", "path_prefix": "/", "upstream": "http://a:1"}))
+        .await
+        .unwrap();
+    assert_eq!(own.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let by_ada = routes
+        .post("/api/routes", &ada, json!({"host": "z.localhost", "path_prefix": "/", "upstream": "http://a:1"}))
+        .await
+        .unwrap();
+    assert_eq!(by_ada.status, StatusCode::FORBIDDEN);
+    let id = created.body["id"].as_str().unwrap();
+    assert_eq!(routes.delete(&format!("/api/routes/{id}"), &admin).await.unwrap().status, StatusCode::NO_CONTENT);
+    assert_eq!(app.call("GET", "/api/x", None, None).await.unwrap().status, StatusCode::NOT_FOUND);
+    assert_eq!(routes.delete(&format!("/api/routes/{id}"), &admin).await.unwrap().status, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,177 @@
+//! The gateway's admin API on its own host: `GET/POST /api/routes`, `DELETE /api/routes/{id}`
+//! (an administrator's session). Changes are events; an answer means the route is live.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::{FromRef, Path, State},
+    http::StatusCode,
+    routing::{delete, get},
+    Router,
+};
+use edd_events::{
+    catalog::gateway::{RouteCreated, RouteDeleted},
+    AppendError, Envelope, EventStore, Expected, Token,
+};
+use edd_kit::{
+    auth::{Authorizer, Principal},
+    Json, Problem,
+};
+use edd_projections::Handle;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Row};
+
+use crate::{projection::SCHEMA, routes::Route, sync::RouteSync};
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: EventStore,
+    pub pool: PgPool,
+    pub authorizer: Authorizer,
+    pub routes: Handle,
+    pub sync: RouteSync,
+    pub builtin: Arc<Vec<Route>>,
+    /// The gateway's own host; no static route may take it over.
+    pub admin_host: String,
+}
+
+impl FromRef<ApiState> for Authorizer {
+    fn from_ref(state: &ApiState) -> Self {
+        state.authorizer.clone()
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/routes", get(list).post(create))
+        .route("/api/routes/{id}", delete(remove))
+        .with_state(state)
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct RouteView {
+    #[serde(default)]
+    id: String,
+    host: String,
+    path_prefix: String,
+    upstream: String,
+    #[serde(default)]
+    strip_prefix: bool,
+    #[serde(default)]
+    builtin: bool,
+}
+
+fn upstream_string(route: &Route) -> String {
+    let scheme = match route.upstream.protocol {
+        crate::routes::Protocol::Http1 => "http",
+        crate::routes::Protocol::H2c => "h2c",
+    };
+    format!("{scheme}://{}{}", route.upstream.authority, route.upstream.base_path)
+}
+
+async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Json<Vec<RouteView>>, Problem> {
+    principal.require_admin()?;
+    let mut views: Vec<RouteView> = state
+        .builtin
+        .iter()
+        .map(|r| RouteView {
+            id: r.id.clone(),
+            host: r.host.clone(),
+            path_prefix: r.prefix.clone(),
+            upstream: upstream_string(r),
+            strip_prefix: r.strip_prefix,
+            builtin: true,
+        })
+        .collect();
+    let rows = sqlx::query(&format!(
+        "SELECT route_id, host, path_prefix, upstream, strip_prefix FROM {SCHEMA}.routes ORDER BY created_at LIMIT 10000"
+    ))
+    .fetch_all(&state.pool)
+    .await
+    .map_err(Problem::internal)?;
+    for row in rows {
+        views.push(RouteView {
+            id: row.try_get("route_id").map_err(Problem::internal)?,
+            host: row.try_get("host").map_err(Problem::internal)?,
+            path_prefix: row.try_get("path_prefix").map_err(Problem::internal)?,
+            upstream: row.try_get("upstream").map_err(Problem::internal)?,
+            strip_prefix: row.try_get("strip_prefix").map_err(Problem::internal)?,
+            builtin: false,
+        });
+    }
+    Ok(Json(views))
+}
+
+async fn settle(state: &ApiState, seq: u64) -> Result<(), Problem> {
+    let applied = state.routes.wait_for(seq, SETTLE).await.is_ok() && state.sync.wait_for(seq, SETTLE).await;
+    if applied {
+        Ok(())
+    } else {
+        Err(Problem::unavailable("the change is recorded but not live yet").with_retry_after(1))
+    }
+}
+
+fn append_problem(e: AppendError) -> Problem {
+    match e {
+        AppendError::Conflict { .. } => Problem::conflict("the route changed concurrently; retry"),
+        AppendError::Unavailable { .. } | AppendError::NoStream(_) => {
+            Problem::unavailable("the event log is unavailable; nothing was changed").with_retry_after(2)
+        }
+        e => Problem::internal(e),
+    }
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Json(req): Json<RouteView>,
+) -> Result<(StatusCode, Json<RouteView>), Problem> {
+    principal.require_admin()?;
+    let id = Token::random();
+    let route = Route::new(id.as_str(), &req.host, &req.path_prefix, &req.upstream, req.strip_prefix)
+        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(e.to_string()))?;
+    if route.host == state.admin_host {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_detail(format!("{} is the gateway's own host", state.admin_host)));
+    }
+    let created = RouteCreated {
+        route_id: id.clone(),
+        host: route.host.clone(),
+        path_prefix: route.prefix.clone(),
+        upstream: req.upstream.clone(),
+        strip_prefix: route.strip_prefix,
+    };
+    let envelope = Envelope::new("gateway", created).actor(principal.user_id.as_str());
+    let seq = state.store.append_one(&envelope, Expected::NoStream).await.map_err(append_problem)?;
+    settle(&state, seq).await?;
+    let view = RouteView {
+        id: id.to_string(),
+        host: route.host,
+        path_prefix: route.prefix,
+        upstream: req.upstream,
+        strip_prefix: route.strip_prefix,
+        builtin: false,
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn remove(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    principal.require_admin()?;
+    let seq: Option<i64> = sqlx::query_scalar(&format!("SELECT seq FROM {SCHEMA}.routes WHERE route_id = $1"))
+        .bind(&id)
+        .fetch_optional(&state.pool)
+        .await
+        .map_err(Problem::internal)?;
+    let seq = seq.ok_or_else(|| Problem::not_found("no such route (built-in routes cannot be deleted)"))?;
+    let route_id = Token::new(id).map_err(Problem::internal)?;
+    let envelope = Envelope::new("gateway", RouteDeleted { route_id }).actor(principal.user_id.as_str());
+    let seq = state.store.append_one(&envelope, Expected::Exactly(seq as u64)).await.map_err(append_problem)?;
+    settle(&state, seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
