@@ -464,11 +464,7 @@ async fn revocations_reach_another_service_within_milliseconds() {
         .unwrap();
     let (pat_token, pat_id) =
         (pat.body["token"].as_str().unwrap().to_owned(), pat.body["id"].as_str().unwrap().to_owned());
-    eventually(Duration::from_secs(10), "token to work at probe", || async {
-        Ok((probe.get(&file, &pat_token).await?.status == StatusCode::OK).then_some(()))
-    })
-    .await
-    .unwrap();
+    accepted(&probe, &file, &pat_token).await;
     w.api.delete(&format!("/api/tokens/{pat_id}"), &session).await.unwrap();
     let t = refused_within("token revoke", Instant::now(), async || probe.get(&file, &pat_token).await.unwrap().status)
         .await;
@@ -494,11 +490,7 @@ async fn revocations_reach_another_service_within_milliseconds() {
         .as_str()
         .unwrap()
         .to_owned();
-    eventually(Duration::from_secs(10), "SA token to work at probe", || async {
-        Ok((probe.get(&file, &sa_token).await?.status == StatusCode::OK).then_some(()))
-    })
-    .await
-    .unwrap();
+    accepted(&probe, &file, &sa_token).await;
     w.api.delete(&format!("/api/service-accounts/{sa_id}"), &session).await.unwrap();
     let t =
         refused_within("SA delete", Instant::now(), async || probe.get(&file, &sa_token).await.unwrap().status).await;

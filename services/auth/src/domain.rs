@@ -11,7 +11,7 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     queries::{self, User},
     secrets,
-    state::{append_problem, AppState},
+    state::AppState,
 };
 
 pub const MAX_PASSWORD_BYTES: usize = 256;
@@ -121,9 +121,9 @@ async fn claim_username(state: &AppState, username: &str, user_id: &Token) -> Re
     match state.store.claim("auth", &kind, username, user_id.as_str()).await {
         Ok(_) => return Ok(()),
         Err(AppendError::Conflict { .. }) => {}
-        Err(e) => return Err(append_problem(e)),
+        Err(e) => return Err(e.into()),
     }
-    let Some(holder) = state.store.claim_holder(&kind, username).await.map_err(append_problem)? else {
+    let Some(holder) = state.store.claim_holder(&kind, username).await.map_err(Problem::from)? else {
         return Err(taken()); // released meanwhile by someone else's command; let the caller retry
     };
     let grace = time::Duration::seconds(state.config.claim_grace_secs as i64);
@@ -135,12 +135,12 @@ async fn claim_username(state: &AppState, username: &str, user_id: &Token) -> Re
     tracing::warn!(username, owner = %holder.owner, "releasing a username claim whose user was never created");
     match state.store.release_stale("auth", &kind, username, &holder).await {
         Ok(_) | Err(AppendError::Conflict { .. }) => {}
-        Err(e) => return Err(append_problem(e)),
+        Err(e) => return Err(e.into()),
     }
     match state.store.claim("auth", &kind, username, user_id.as_str()).await {
         Ok(_) => Ok(()),
         Err(AppendError::Conflict { .. }) => Err(taken()),
-        Err(e) => Err(append_problem(e)),
+        Err(e) => Err(e.into()),
     }
 }
 

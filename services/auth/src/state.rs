@@ -12,7 +12,7 @@ use edd_events::{
         auth::{SigningKeyAdded, SigningKeyRetired},
         notify::Notification,
     },
-    filter_matches, AppendError, Envelope, Event, EventStore, Expected, Token,
+    filter_matches, Envelope, Event, EventStore, Expected, Token,
 };
 use edd_kit::{
     auth::{jwt::SigningKey, permissions, Authorizer},
@@ -53,23 +53,6 @@ impl FromRef<AppState> for Authorizer {
     }
 }
 
-/// A failed append as the client sees it.
-pub fn append_problem(e: AppendError) -> Problem {
-    match e {
-        AppendError::Conflict { .. } => {
-            Problem::conflict("the resource was changed by another request at the same time; retry")
-        }
-        AppendError::Unavailable { .. } | AppendError::NoStream(_) => {
-            tracing::error!(error = %e, "event log unavailable");
-            Problem::unavailable("the event log is unavailable; nothing was changed, retry shortly").with_retry_after(2)
-        }
-        AppendError::TooLarge { size, max } => {
-            Problem::payload_too_large(format!("the change is {size} bytes as an event; the limit is {max}"))
-        }
-        e => Problem::internal(e),
-    }
-}
-
 impl AppState {
     pub fn new(
         store: EventStore,
@@ -97,7 +80,7 @@ impl AppState {
     pub async fn commit<E: Event>(&self, actor: &str, data: E, expected: Expected) -> Result<u64, Problem> {
         let subject = data.subject();
         let envelope = Envelope::new("auth", data).actor(actor);
-        let seq = self.store.append_one(&envelope, expected).await.map_err(append_problem)?;
+        let seq = self.store.append_one(&envelope, expected).await.map_err(Problem::from)?;
         self.settle(subject.as_str(), seq).await?;
         Ok(seq)
     }

@@ -11,7 +11,7 @@ use axum::{
 };
 use edd_events::{
     catalog::gateway::{RouteCreated, RouteDeleted},
-    AppendError, Envelope, EventStore, Expected, Token,
+    Envelope, EventStore, Expected, Token,
 };
 use edd_kit::{
     auth::{Authorizer, Principal},
@@ -113,16 +113,6 @@ async fn settle(state: &ApiState, seq: u64) -> Result<(), Problem> {
     }
 }
 
-fn append_problem(e: AppendError) -> Problem {
-    match e {
-        AppendError::Conflict { .. } => Problem::conflict("the route changed concurrently; retry"),
-        AppendError::Unavailable { .. } | AppendError::NoStream(_) => {
-            Problem::unavailable("the event log is unavailable; nothing was changed").with_retry_after(2)
-        }
-        e => Problem::internal(e),
-    }
-}
-
 async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -144,7 +134,7 @@ async fn create(
         strip_prefix: route.strip_prefix,
     };
     let envelope = Envelope::new("gateway", created).actor(principal.user_id.as_str());
-    let seq = state.store.append_one(&envelope, Expected::NoStream).await.map_err(append_problem)?;
+    let seq = state.store.append_one(&envelope, Expected::NoStream).await.map_err(Problem::from)?;
     settle(&state, seq).await?;
     let view = RouteView {
         id: id.to_string(),
@@ -171,7 +161,7 @@ async fn remove(
     let seq = seq.ok_or_else(|| Problem::not_found("no such route (built-in routes cannot be deleted)"))?;
     let route_id = Token::new(id).map_err(Problem::internal)?;
     let envelope = Envelope::new("gateway", RouteDeleted { route_id }).actor(principal.user_id.as_str());
-    let seq = state.store.append_one(&envelope, Expected::Exactly(seq as u64)).await.map_err(append_problem)?;
+    let seq = state.store.append_one(&envelope, Expected::Exactly(seq as u64)).await.map_err(Problem::from)?;
     settle(&state, seq).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -146,6 +146,28 @@ impl fmt::Display for Problem {
 
 impl std::error::Error for Problem {}
 
+/// A failed append as the client sees it: a concurrent change is a 409 to retry, an unreachable
+/// log a 503 (nothing was changed), an oversize event a 413.
+impl From<edd_events::AppendError> for Problem {
+    fn from(e: edd_events::AppendError) -> Self {
+        use edd_events::AppendError;
+        match e {
+            AppendError::Conflict { .. } => {
+                Self::conflict("the resource was changed by another request at the same time; retry")
+            }
+            AppendError::Unavailable { .. } | AppendError::NoStream(_) => {
+                tracing::error!(error = %e, "event log unavailable");
+                Self::unavailable("the event log is unavailable; nothing was changed, retry shortly")
+                    .with_retry_after(2)
+            }
+            AppendError::TooLarge { size, max } => {
+                Self::payload_too_large(format!("the change is {size} bytes as an event; the limit is {max}"))
+            }
+            e => Self::internal(e),
+        }
+    }
+}
+
 /// Lets handlers use `?` on anything `anyhow` accepts; the client sees a generic 500.
 impl From<anyhow::Error> for Problem {
     fn from(err: anyhow::Error) -> Self {

@@ -9,10 +9,7 @@ use edd_kit::{auth::Principal, Json, Problem};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{
-    domain, queries, secrets,
-    state::{append_problem, AppState},
-};
+use crate::{domain, queries, secrets, state::AppState};
 
 pub async fn users(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<queries::User>>, Problem> {
     principal.require_admin()?;
@@ -68,7 +65,7 @@ pub async fn delete_user(
     };
     state.commit(principal.user_id.as_str(), deleted, Expected::Exactly(user.seq as u64)).await?;
     let kind = Token::new("username").map_err(Problem::internal)?;
-    state.store.release("auth", &kind, &user.username, user_id.as_str()).await.map_err(append_problem)?;
+    state.store.release("auth", &kind, &user.username, user_id.as_str()).await.map_err(Problem::from)?;
     secrets::delete_password(&state.pool, &user.id).await.map_err(Problem::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
