@@ -6,6 +6,10 @@
 
 use std::collections::HashMap;
 
+/// Longest host name (DNS limit) and longest path prefix or upstream URL a route may hold.
+pub const MAX_HOST_LEN: usize = 253;
+pub const MAX_URL_LEN: usize = 1024;
+
 /// How the gateway talks to an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -72,6 +76,15 @@ pub struct Route {
 
 impl Route {
     pub fn new(id: &str, host: &str, prefix: &str, upstream: &str, strip_prefix: bool) -> Result<Self, RouteError> {
+        if upstream.len() > MAX_URL_LEN {
+            return Err(RouteError::Upstream(upstream.chars().take(64).collect()));
+        }
+        if prefix.len() > MAX_URL_LEN {
+            return Err(RouteError::Prefix(prefix.chars().take(64).collect()));
+        }
+        if host.len() > MAX_HOST_LEN {
+            return Err(RouteError::Host(host.chars().take(64).collect()));
+        }
         let host = normalize_host(host);
         let labels = host.strip_prefix("*.").unwrap_or(&host);
         let valid_host = !labels.is_empty()
@@ -226,5 +239,7 @@ mod tests {
         assert!(Route::new("r", "h", "/", "ftp://a:1", false).is_err());
         assert!(Route::new("r", "h", "/", "http://a", false).is_err());
         assert!(Route::new("r", "h", "/", "http://a:99999", false).is_err());
+        assert!(Route::new("r", &"h".repeat(300), "/", "http://a:1", false).is_err());
+        assert!(Route::new("r", "h", &format!("/{}", "p".repeat(2000)), "http://a:1", false).is_err());
     }
 }
