@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole platform locally, in the foreground (Ctrl-C stops everything).
-    Up(commands::up::UpArgs),
+    Up(Box<commands::up::UpArgs>),
     /// Run one component in the foreground (as Kubernetes does).
     #[command(subcommand)]
     Serve(commands::serve::ServeCommand),
@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let auth = &cli.auth;
     match cli.command {
-        Command::Up(args) => commands::up::run(&cli.common, args).await,
+        Command::Up(args) => commands::up::run(&cli.common, *args).await,
         Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,

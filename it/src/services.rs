@@ -287,22 +287,29 @@ pub struct GatewayUnderTest {
 /// Starts the gateway on `env`'s NATS with its own database, routing `auth.localhost` to `auth_url`.
 pub async fn start_gateway(env: &TestEnv, auth_url: &str) -> anyhow::Result<GatewayUnderTest> {
     let db = TestDb::create().await?;
-    let (public, url) = listen().await?;
+    let running = restart_gateway(env, auth_url, &db).await?;
+    Ok(GatewayUnderTest { running, db })
+}
+
+/// Starts a gateway on `db` (another's, after a crash: what it had projected is still there).
+pub async fn restart_gateway(env: &TestEnv, auth_url: &str, db: &TestDb) -> anyhow::Result<Running> {
+    let (http, url) = listen().await?;
     let (admin, _) = listen().await?;
-    let config = edd_gateway::GatewayConfig {
-        listen_addr: public.local_addr()?,
+    let mut config = edd_gateway::GatewayConfig {
+        listen_addr: http.local_addr()?,
+        https_addr: edd_gateway::config::OptionalAddr(None),
         admin_addr: admin.local_addr()?,
-        base_domain: "localhost".into(),
-        auth_upstream: auth_url.to_owned(),
-        max_header_bytes: 64 * 1024,
-        header_timeout_secs: 10,
+        access_log: edd_gateway::observe::AccessLogTarget::Off,
+        ..Default::default()
     };
+    config.upstreams.auth = auth_url.to_owned();
+    let listeners = edd_gateway::Listeners { http, https: None, admin };
     let (trigger, shutdown) = Shutdown::new();
     let deps = edd_gateway::Deps { js: env.js.clone(), pool: db.pool.clone() };
     let task = tokio::spawn(async move {
-        if let Err(e) = edd_gateway::run(config, deps, public, admin, shutdown).await {
+        if let Err(e) = edd_gateway::run(config, deps, listeners, shutdown).await {
             tracing::error!(error = %e, "gateway failed");
         }
     });
-    Ok(GatewayUnderTest { running: Running { url, trigger: Some(trigger), task: Some(task) }, db })
+    Ok(Running { url, trigger: Some(trigger), task: Some(task) })
 }

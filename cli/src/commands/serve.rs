@@ -12,7 +12,7 @@ pub enum ServeCommand {
     /// The auth service (users, sessions, service accounts, API tokens); database auth_db.
     Auth(ServeAuthArgs),
     /// The gateway (routing by host and path to the services); database gateway_db.
-    Gateway(ServeGatewayArgs),
+    Gateway(Box<ServeGatewayArgs>),
 }
 
 #[derive(Args)]
@@ -35,7 +35,7 @@ pub const AUTH_ADDR: &str = "127.0.0.1:18081";
 pub async fn run(common: &edd_kit::CommonArgs, cmd: ServeCommand) -> Result<()> {
     match cmd {
         ServeCommand::Auth(args) => serve_auth(common, args).await,
-        ServeCommand::Gateway(args) => serve_gateway(common, args).await,
+        ServeCommand::Gateway(args) => serve_gateway(common, *args).await,
     }
 }
 
@@ -55,13 +55,10 @@ async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> 
     edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
     let pool = edd_projections::ensure_database(&common.database_url, "gateway_db", 10).await?;
     let config = args.config;
-    let public = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.admin_addr))?;
-    edd_gateway::run(config, edd_gateway::Deps { js, pool }, public, admin, on_signal()).await?;
+    let listeners = edd_gateway::Listeners::bind(&config).await.context(
+        "cannot bind the gateway's listeners (set EDD_GATEWAY_HTTP_ADDR, EDD_GATEWAY_HTTPS_ADDR, EDD_GATEWAY_ADMIN_ADDR)",
+    )?;
+    edd_gateway::run(config, edd_gateway::Deps { js, pool }, listeners, on_signal()).await?;
     Ok(())
 }
 

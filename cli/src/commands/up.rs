@@ -89,21 +89,37 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     println!("==> auth {auth_url}  (edd login --auth-url {auth_url})");
 
     let gateway_pool = pools.iter().find(|(s, _)| s.name == "gateway").map(|(_, p)| p.clone()).context("gateway_db")?;
-    let public = tokio::net::TcpListener::bind(args.gateway.listen_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (set EDD_GATEWAY_HTTP_ADDR)", args.gateway.listen_addr))?;
-    let admin = tokio::net::TcpListener::bind(args.gateway.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (set EDD_GATEWAY_ADMIN_ADDR)", args.gateway.admin_addr))?;
-    let gateway_addr = public.local_addr()?;
-    let base = args.gateway.base_domain.clone();
+    let mut gateway_config = args.gateway;
+    gateway_config.upstreams.auth = auth_url.clone();
+    if std::env::var_os("EDD_GATEWAY_TLS_DEV_DIR").is_none() {
+        gateway_config.tls_dev_dir = args.home.join("tls");
+    }
+    if std::env::var_os("EDD_GATEWAY_ACCESS_LOG").is_none() {
+        // The terminal shows what the platform does, not every request.
+        gateway_config.access_log = edd_gateway::observe::AccessLogTarget::File(args.home.join("gateway-access.log"));
+    }
+    let listeners = edd_gateway::Listeners::bind(&gateway_config).await.context(
+        "cannot bind the gateway's listeners (set EDD_GATEWAY_HTTP_ADDR, EDD_GATEWAY_HTTPS_ADDR, EDD_GATEWAY_ADMIN_ADDR)",
+    )?;
+    let gateway_addr = listeners.http.local_addr()?;
+    let https_addr = listeners.https.as_ref().map(|l| l.local_addr()).transpose()?;
+    let base = gateway_config.base_domain.clone();
+    let gateway_tls_dir = gateway_config.tls_dev_dir.clone();
     services.push(tokio::spawn(async move {
         let deps = edd_gateway::Deps { js: js_gateway, pool: gateway_pool };
-        edd_gateway::run(args.gateway, deps, public, admin, shutdown_gateway).await.map_err(|e| anyhow::anyhow!(e))
+        edd_gateway::run(gateway_config, deps, listeners, shutdown_gateway).await.map_err(|e| anyhow::anyhow!(e))
     }));
     println!(
-        "==> gateway http://{gateway_addr}  (hosts: auth.{base}, gateway.{base}; e.g. curl -H 'Host: auth.{base}' http://{gateway_addr}/healthz)"
+        "==> gateway http://{gateway_addr}  (hosts: <service>.{base}; e.g. curl http://auth.{base}:{}/healthz)",
+        gateway_addr.port()
     );
+    if let Some(https) = https_addr {
+        println!(
+            "==> gateway https://{https}  (development certificate; curl --cacert {} https://auth.{base}:{}/healthz)",
+            gateway_tls_dir.join("dev-cert.pem").display(),
+            https.port()
+        );
+    }
     if generated {
         println!(
             "==> admin login: {admin_username} / {admin_password}  (generated, kept in {})",

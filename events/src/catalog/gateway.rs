@@ -17,6 +17,9 @@ pub struct RouteCreated {
     pub upstream: String,
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Largest request body in bytes; absent means the gateway's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
 }
 aggregate_event!(
     RouteCreated,

@@ -5,4 +5,7 @@ mod auth;
 mod events;
 mod failures;
 mod gateway;
+mod gateway_limits;
+mod gateway_protocols;
+mod gateway_tls;
 mod projections;

@@ -59,9 +59,15 @@ pub struct RouteView {
     upstream: String,
     #[serde(default)]
     strip_prefix: bool,
+    /// Largest request body in bytes; absent means the gateway's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_body_bytes: Option<u64>,
     #[serde(default)]
     builtin: bool,
 }
+
+/// Bodies up to 1 TiB may be allowed on a route; beyond that is surely a typo.
+const MAX_ROUTE_BODY_BYTES: u64 = 1 << 40;
 
 fn upstream_string(route: &Route) -> String {
     let scheme = match route.upstream.protocol {
@@ -82,11 +88,12 @@ async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Jso
             path_prefix: r.prefix.clone(),
             upstream: upstream_string(r),
             strip_prefix: r.strip_prefix,
+            max_body_bytes: r.max_body_bytes,
             builtin: true,
         })
         .collect();
     let rows = sqlx::query(&format!(
-        "SELECT route_id, host, path_prefix, upstream, strip_prefix FROM {SCHEMA}.routes ORDER BY created_at LIMIT 10000"
+        "SELECT route_id, host, path_prefix, upstream, strip_prefix, max_body_bytes FROM {SCHEMA}.routes ORDER BY created_at LIMIT 10000"
     ))
     .fetch_all(&state.pool)
     .await
@@ -98,6 +105,10 @@ async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Jso
             path_prefix: row.try_get("path_prefix").map_err(Problem::internal)?,
             upstream: row.try_get("upstream").map_err(Problem::internal)?,
             strip_prefix: row.try_get("strip_prefix").map_err(Problem::internal)?,
+            max_body_bytes: row
+                .try_get::<Option<i64>, _>("max_body_bytes")
+                .map_err(Problem::internal)?
+                .map(|n| n as u64),
             builtin: false,
         });
     }
@@ -122,6 +133,10 @@ async fn create(
     let id = Token::random();
     let route = Route::new(id.as_str(), &req.host, &req.path_prefix, &req.upstream, req.strip_prefix)
         .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(e.to_string()))?;
+    if req.max_body_bytes.is_some_and(|n| n == 0 || n > MAX_ROUTE_BODY_BYTES) {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
+            .with_detail(format!("max_body_bytes must be between 1 and {MAX_ROUTE_BODY_BYTES}")));
+    }
     if route.host == state.admin_host {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
             .with_detail(format!("{} is the gateway's own host", state.admin_host)));
@@ -132,6 +147,7 @@ async fn create(
         path_prefix: route.prefix.clone(),
         upstream: req.upstream.clone(),
         strip_prefix: route.strip_prefix,
+        max_body_bytes: req.max_body_bytes,
     };
     let envelope = Envelope::new("gateway", created).actor(principal.user_id.as_str());
     let seq = state.store.append_one(&envelope, Expected::NoStream).await.map_err(Problem::from)?;
@@ -142,6 +158,7 @@ async fn create(
         path_prefix: route.prefix,
         upstream: req.upstream,
         strip_prefix: route.strip_prefix,
+        max_body_bytes: req.max_body_bytes,
         builtin: false,
     };
     Ok((StatusCode::CREATED, Json(view)))

@@ -1,20 +1,28 @@
-//! The gateway: the one ingress of the platform (work in progress; see `docs/gateway.md`).
+//! The gateway: the one ingress of the platform (see `docs/gateway.md`).
 //!
 //! - [`routes`]: the route table — host (exact or `*.suffix`) and longest path prefix, prefix strip;
 //! - [`proxy`]: forwarding — HTTP/1.1 upstreams with pooled keep-alive or h2c, bodies streamed both
-//!   ways, upgrades (WebSocket) tunnelled, hop-by-hop and `X-Forwarded-*` handling, request ids;
-//! - [`server`]: the listener — HTTP/1.1 and h2c on one port, header size limit and timeout;
+//!   ways, upgrades (WebSocket) tunnelled, hop-by-hop and `X-Forwarded-*` handling, request ids,
+//!   body limits, upstream timeouts and one retry for idempotent requests;
+//! - [`server`]: the listeners — HTTP/1.1 and HTTP/2 (h2c in cleartext, ALPN under TLS), header,
+//!   handshake and idle timeouts, connections per client address;
+//! - [`tls`]: certificates by SNI, reloaded when their files change, the development certificate;
+//! - [`clients`]: connection and request-rate limits per client address;
+//! - [`observe`]: the JSON access log and per-route Prometheus metrics;
 //! - [`projection`], [`sync`], [`api`]: admin-managed routes as `gateway.route.*` events, projected
 //!   into `gateway_db` and swapped into the live table; `GET/POST/DELETE /api/routes` on the
 //!   gateway's own host (`gateway.<base domain>`), for administrators.
 
 mod api;
+pub mod clients;
 pub mod config;
+pub mod observe;
 pub mod projection;
 pub mod proxy;
 pub mod routes;
 pub mod server;
 mod sync;
+pub mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -26,7 +34,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use config::GatewayConfig;
-pub use proxy::Gateway;
+pub use proxy::{Gateway, Options};
 pub use routes::{Route, RouteError, RouteTable};
 
 /// The gateway's permissions: admin flags and sessions (no scope root of its own yet).
@@ -48,29 +56,76 @@ pub enum Error {
     Route(#[from] RouteError),
     #[error("gateway I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
-/// The platform's own routes: `auth.<base>` and the gateway's admin host.
+/// Largest upload through the storage host (files are streamed, never held in memory).
+const STORAGE_MAX_BODY_BYTES: u64 = 64 << 30;
+/// Largest image layer pushed through the registry host.
+const REGISTRY_MAX_BODY_BYTES: u64 = 16 << 30;
+
+/// The platform's own routes: `<service>.<base domain>` for each service, and the gateway's admin
+/// host.
 pub fn builtin_routes(config: &GatewayConfig, admin_upstream: &str) -> Result<Vec<Route>, RouteError> {
     let base = &config.base_domain;
+    let up = &config.upstreams;
+    let route = |service: &str, upstream: &str| {
+        Route::new(&format!("builtin-{service}"), &format!("{service}.{base}"), "/", upstream, false)
+            .map(Route::builtin)
+    };
     Ok(vec![
-        Route::new("builtin-auth", &format!("auth.{base}"), "/", &config.auth_upstream, false)?,
-        Route::new("builtin-gateway", &format!("gateway.{base}"), "/", admin_upstream, false)?,
+        route("auth", &up.auth)?,
+        route("storage", &up.storage)?.with_max_body(Some(STORAGE_MAX_BODY_BYTES)),
+        route("compute", &up.compute)?,
+        route("notifications", &up.notifications)?,
+        route("registry", &up.registry)?.with_max_body(Some(REGISTRY_MAX_BODY_BYTES)),
+        route("health", &up.health)?,
+        route("cloud", &up.cloud)?,
+        route("docs", &up.docs)?,
+        route("gateway", admin_upstream)?,
     ])
 }
 
-/// Runs the gateway: the public listener `public` and the admin API on `admin`, until `shutdown`.
-pub async fn run(
-    config: GatewayConfig,
-    deps: Deps,
-    public: TcpListener,
-    admin: TcpListener,
-    shutdown: Shutdown,
-) -> Result<(), Error> {
+/// The sockets the gateway serves, bound by the caller (so tests can use port 0).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: Option<TcpListener>,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names.
+    pub async fn bind(config: &GatewayConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            http: TcpListener::bind(config.listen_addr).await?,
+            https: match config.https_addr.0 {
+                Some(addr) => Some(TcpListener::bind(addr).await?),
+                None => None,
+            },
+            admin: TcpListener::bind(config.admin_addr).await?,
+        })
+    }
+}
+
+/// Runs the gateway on `listeners` until `shutdown`.
+pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool } = deps;
+    let Listeners { http, https, admin } = listeners;
     let admin_upstream = format!("http://{}", admin.local_addr()?);
     let builtin = builtin_routes(&config, &admin_upstream)?;
-    let gateway = Arc::new(Gateway::new(RouteTable::new(builtin.clone())));
+    let metrics = Metrics::new();
+    let options = Options {
+        clients: clients::ClientLimitsConfig {
+            max_connections: config.max_connections_per_ip,
+            requests_per_sec: config.requests_per_sec_per_ip,
+            burst: config.request_burst_per_ip,
+        },
+        max_body_bytes: config.max_body_bytes,
+        upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+        observer: observe::Observer::new(&metrics, &config.access_log)?,
+    };
+    let gateway = Arc::new(Gateway::new(RouteTable::new(builtin.clone()), options));
 
     let (runner, routes_handle) =
         Runner::new(pool.clone(), js.clone(), Arc::new(projection::RoutesProjection), RunnerConfig::default());
@@ -79,6 +134,7 @@ pub async fn run(
     let (authorizer, _) =
         edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
 
+    let builtin_hosts: Vec<String> = builtin.iter().map(|r| r.host.clone()).collect();
     let state = api::ApiState {
         store: EventStore::new(js),
         pool,
@@ -88,13 +144,38 @@ pub async fn run(
         builtin: Arc::new(builtin),
         admin_host: format!("gateway.{}", config.base_domain),
     };
-    let admin_app = App::new("gateway", Metrics::new()).router(api::router(state)).build();
+    let admin_app = App::new("gateway", metrics).router(api::router(state)).build();
     let admin_server = tokio::spawn(edd_kit::shutdown::serve(admin, admin_app, shutdown.wait()));
+    let mut tasks = Vec::new();
     let limits = server::Limits {
         max_header_bytes: config.max_header_bytes,
         header_timeout: Duration::from_secs(config.header_timeout_secs),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
     };
-    server::serve(public, gateway, limits, shutdown).await;
+    let mut http_transport = server::Transport::Plain;
+    if let Some(https) = https {
+        let files = if config.tls_certs.is_empty() {
+            let mut names = vec![config.base_domain.clone(), format!("*.{}", config.base_domain)];
+            names.extend(builtin_hosts.iter().cloned());
+            let dev = tls::dev_certificate(&config.tls_dev_dir, &names)?;
+            tracing::warn!(cert = %dev.cert.display(), "no TLS certificate configured; serving the self-signed development certificate");
+            vec![dev]
+        } else {
+            config.tls_certs.clone()
+        };
+        let store = tls::CertStore::load(files)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config()?);
+        tasks.push(tokio::spawn(store.watch(Duration::from_secs(config.tls_reload_secs.max(1)), shutdown.clone())));
+        if config.redirect_https {
+            http_transport = server::Transport::RedirectToHttps { port: https.local_addr()?.port() };
+        }
+        let (gateway, limits, shutdown) = (gateway.clone(), limits.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(server::serve(https, server::Transport::Tls(acceptor), gateway, limits, shutdown)));
+    }
+    server::serve(http, http_transport, gateway, limits, shutdown).await;
+    for task in tasks {
+        let _ = task.await;
+    }
     let _ = admin_server.await;
     Ok(())
 }

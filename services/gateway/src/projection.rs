@@ -24,7 +24,8 @@ impl Projection for RoutesProjection {
         vec!["gateway.route.>".into()]
     }
     fn migrations(&self) -> &'static [&'static str] {
-        &["CREATE TABLE routes (
+        &[
+            "CREATE TABLE routes (
             route_id text PRIMARY KEY,
             host text NOT NULL,
             path_prefix text NOT NULL,
@@ -32,7 +33,9 @@ impl Projection for RoutesProjection {
             strip_prefix boolean NOT NULL,
             created_at timestamptz NOT NULL,
             seq bigint NOT NULL
-        )"]
+        )",
+            "ALTER TABLE routes ADD COLUMN max_body_bytes bigint",
+        ]
     }
     fn apply<'a>(
         &'a self,
@@ -43,8 +46,8 @@ impl Projection for RoutesProjection {
             if event.is::<RouteCreated>() {
                 let e: RouteCreated = event.decode()?;
                 sqlx::query(
-                    "INSERT INTO routes (route_id, host, path_prefix, upstream, strip_prefix, created_at, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (route_id) DO NOTHING",
+                    "INSERT INTO routes (route_id, host, path_prefix, upstream, strip_prefix, created_at, seq, max_body_bytes)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (route_id) DO NOTHING",
                 )
                 .bind(e.route_id.as_str())
                 .bind(&e.host)
@@ -53,6 +56,7 @@ impl Projection for RoutesProjection {
                 .bind(e.strip_prefix)
                 .bind(event.envelope.time)
                 .bind(event.stream_seq as i64)
+                .bind(e.max_body_bytes.map(|n| n.min(i64::MAX as u64) as i64))
                 .execute(&mut *tx)
                 .await?;
             } else if event.is::<RouteDeleted>() {

@@ -1,27 +1,37 @@
-//! Forwarding one request: pick the route, rewrite the URI and headers, stream the bodies both
-//! ways, and tunnel protocol upgrades (WebSocket) once the upstream agrees to them.
+//! Forwarding one request: admit it (rate and body limits), pick the route, rewrite the URI and
+//! headers, stream the bodies both ways, retry an idempotent request once if its upstream
+//! connection failed before any answer, and tunnel protocol upgrades (WebSocket) once the upstream
+//! agrees to them.
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, RwLock},
-    time::Duration,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use edd_kit::Problem;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::{
-    body::Incoming,
+    body::{Body, Frame, Incoming, SizeHint},
     header::{self, HeaderMap, HeaderName, HeaderValue},
-    Request, Response, StatusCode, Uri,
+    Method, Request, Response, StatusCode, Uri,
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioIo},
 };
 
-use crate::routes::{Protocol, RouteTable};
-
+use crate::{
+    clients::{ClientLimits, ClientLimitsConfig},
+    observe::{Exchange, Observed, Observer, Refusal},
+    routes::{Protocol, Route, RouteTable},
+};
 /// The body of everything the gateway answers: a streamed upstream body or a small local one.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -40,15 +50,50 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// The proxy: the current route table and pooled upstream clients.
+/// How the gateway behaves beyond its routes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub clients: ClientLimitsConfig,
+    /// Largest request body on a route that sets none.
+    pub max_body_bytes: u64,
+    /// Longest wait for an upstream's response head.
+    pub upstream_timeout: Duration,
+    pub observer: Observer,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            clients: ClientLimitsConfig::default(),
+            max_body_bytes: 1 << 30,
+            upstream_timeout: Duration::from_secs(60),
+            observer: Observer::quiet(),
+        }
+    }
+}
+
+/// How a request reached the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+    /// Plain HTTP on a listener that only redirects to HTTPS on this port.
+    RedirectToHttps {
+        port: u16,
+    },
+}
+
+/// The proxy: the current route table, pooled upstream clients and the per-client limits.
 pub struct Gateway {
     routes: RwLock<Arc<RouteTable>>,
-    http1: Client<HttpConnector, Incoming>,
-    h2c: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, UpstreamBody>,
+    h2c: Client<HttpConnector, UpstreamBody>,
+    clients: ClientLimits,
+    options: Options,
 }
 
 impl Gateway {
-    pub fn new(routes: RouteTable) -> Self {
+    pub fn new(routes: RouteTable, options: Options) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -57,7 +102,7 @@ impl Gateway {
             .pool_max_idle_per_host(256)
             .build(connector.clone());
         let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Self { routes: RwLock::new(Arc::new(routes)), http1, h2c }
+        Self { routes: RwLock::new(Arc::new(routes)), http1, h2c, clients: ClientLimits::new(options.clients), options }
     }
 
     /// Swaps in a new table; requests already routed keep going where they were sent.
@@ -69,15 +114,42 @@ impl Gateway {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Answers one client request. `scheme` is how the client reached us (`http` or `https`).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, scheme: &'static str) -> Response<ProxyBody> {
+    pub fn clients(&self) -> &ClientLimits {
+        &self.clients
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.options.observer
+    }
+
+    /// Answers one client request.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, scheme: Scheme) -> Response<Observed> {
         let request_id = request_id(req.headers());
-        let mut response = match self.forward(req, peer, scheme, &request_id).await {
-            Ok(r) => r,
-            Err(problem) => problem_response(problem),
+        let mut exchange = Exchange {
+            started: Instant::now(),
+            client: peer.ip(),
+            request_id: request_id.to_str().unwrap_or("-").to_owned(),
+            method: req.method().as_str().to_owned(),
+            host: request_host(&req).unwrap_or_default().to_owned(),
+            path: req.uri().path().chars().take(1024).collect(),
+            route: None,
+            status: 0,
+            upstream: None,
+            head: Duration::ZERO,
         };
+        let result = match scheme {
+            Scheme::RedirectToHttps { port } => redirect_to_https(&req, port),
+            Scheme::Http | Scheme::Https => {
+                let scheme = if scheme == Scheme::Https { "https" } else { "http" };
+                self.forward(req, peer, scheme, &request_id, &mut exchange).await
+            }
+        };
+        let mut response = result.unwrap_or_else(problem_response);
         response.headers_mut().insert(REQUEST_ID, request_id);
-        response
+        exchange.status = response.status().as_u16();
+        exchange.head = exchange.started.elapsed();
+        let observer = self.options.observer.clone();
+        response.map(|body| Observed::new(body, exchange, observer))
     }
 
     async fn forward(
@@ -86,28 +158,37 @@ impl Gateway {
         peer: SocketAddr,
         scheme: &'static str,
         request_id: &HeaderValue,
+        exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, Problem> {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-            .ok_or_else(|| Problem::bad_request("the request names no host"))?;
+        if let Err(wait) = self.clients.admit(peer.ip()) {
+            self.options.observer.refused(Refusal::Rate);
+            return Err(Problem::too_many_requests(wait.as_secs().max(1)));
+        }
+        let host = request_host(&req).ok_or_else(|| Problem::bad_request("the request names no host"))?.to_owned();
         let routes = self.routes();
         let route = routes
             .lookup(&host, req.uri().path())
             .ok_or_else(|| Problem::not_found(format!("no route for {host}{}", req.uri().path())))?;
+        exchange.route = Some(route.id.clone());
+        if route.builtin && req.uri().path() == "/metrics" {
+            // The services' metrics are for the cluster's scraper, not the internet.
+            return Err(Problem::not_found("/metrics is not served through the gateway"));
+        }
+        let limit = route.max_body_bytes.unwrap_or(self.options.max_body_bytes);
+        if req.body().size_hint().lower() > limit {
+            self.options.observer.refused(Refusal::BodyTooLarge);
+            return Err(too_large(limit));
+        }
         let path = route.upstream_path(req.uri().path(), req.uri().query());
         let uri: Uri = format!("http://{}{}", route.upstream.authority, path)
             .parse()
             .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
         let upgrade = upgrade_protocol(req.headers());
+        // gRPC needs `te: trailers` to reach the upstream; every other `te` is hop-by-hop.
+        let wants_trailers =
+            req.headers().get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
 
-        let mut upstream = Request::builder().method(req.method().clone()).uri(uri);
-        if route.upstream.protocol == Protocol::H2c {
-            upstream = upstream.version(hyper::Version::HTTP_2);
-        }
-        let mut headers = req.headers().clone();
+        let mut headers = std::mem::take(req.headers_mut());
         strip_hop_by_hop(&mut headers);
         if route.upstream.protocol == Protocol::H2c {
             headers.remove(header::HOST);
@@ -116,24 +197,48 @@ impl Gateway {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
         }
-        if req.headers().get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers")) {
-            // gRPC needs `te: trailers` to reach the upstream.
+        if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         set_forwarded(&mut headers, peer, scheme, &host);
         headers.insert(REQUEST_ID, request_id.clone());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let mut upstream = upstream.body(req.into_body()).map_err(Problem::internal)?;
-        *upstream.headers_mut() = headers;
 
-        let client = match route.upstream.protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::H2c => &self.h2c,
+        let method = req.method().clone();
+        let body = UpstreamBody::new(req.into_body(), limit);
+        let tripped = body.tripped.clone();
+        // Only a request that can be sent again unchanged is retried: idempotent, with no body.
+        let retry = (is_idempotent(&method) && body.is_end_stream()).then(|| (headers.clone(), uri.clone()));
+        let upstream_request = |headers: HeaderMap, uri: Uri, body: UpstreamBody| {
+            let mut request = Request::new(body);
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.headers_mut() = headers;
+            if route.upstream.protocol == Protocol::H2c {
+                *request.version_mut() = hyper::Version::HTTP_2;
+            }
+            request
         };
-        let mut response = client.request(upstream).await.map_err(|e| {
-            tracing::warn!(route = %route.id, error = %e, "upstream unreachable");
-            Problem::new(StatusCode::BAD_GATEWAY)
-                .with_detail(format!("the upstream of route {} is unreachable", route.id))
+
+        let asked = Instant::now();
+        let mut result = self.send(route, upstream_request(headers, uri, body)).await;
+        if let (Err(failure), Some((headers, uri))) = (&result, retry) {
+            if failure.retryable() {
+                if failure.is_connect() {
+                    // A restarting upstream gets a moment before the one retry.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tracing::debug!(route = %route.id, "retrying an idempotent request once");
+                result = self.send(route, upstream_request(headers, uri, UpstreamBody::empty())).await;
+            }
+        }
+        exchange.upstream = Some(asked.elapsed());
+        let mut response = result.map_err(|failure| {
+            if tripped.load(Ordering::Relaxed) {
+                self.options.observer.refused(Refusal::BodyTooLarge);
+                return too_large(limit);
+            }
+            failure.problem(route)
         })?;
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -161,6 +266,148 @@ impl Gateway {
         strip_hop_by_hop(response.headers_mut());
         Ok(response.map(|b| b.boxed()))
     }
+
+    /// One attempt at the upstream, bounded by the upstream timeout.
+    async fn send(&self, route: &Route, request: Request<UpstreamBody>) -> Result<Response<Incoming>, Failure> {
+        let client = match route.upstream.protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::H2c => &self.h2c,
+        };
+        match tokio::time::timeout(self.options.upstream_timeout, client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(Failure::Client(e)),
+            Err(_) => Err(Failure::Timeout(self.options.upstream_timeout)),
+        }
+    }
+}
+
+/// Why an upstream gave no response.
+enum Failure {
+    Client(hyper_util::client::legacy::Error),
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn is_connect(&self) -> bool {
+        matches!(self, Self::Client(e) if e.is_connect())
+    }
+
+    /// No connection, or one that closed before any answer: the upstream did not act on it.
+    fn retryable(&self) -> bool {
+        let Self::Client(e) = self else { return false };
+        let closed_early = std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled());
+        e.is_connect() || closed_early
+    }
+
+    fn problem(&self, route: &Route) -> Problem {
+        match self {
+            Self::Timeout(after) => {
+                tracing::warn!(route = %route.id, timeout = ?after, "upstream timed out");
+                Problem::new(StatusCode::GATEWAY_TIMEOUT)
+                    .with_detail(format!("the upstream of route {} did not answer within {after:?}", route.id))
+            }
+            Self::Client(e) if e.is_connect() => {
+                tracing::warn!(route = %route.id, error = %e, "upstream unreachable");
+                Problem::unavailable(format!("the upstream of route {} is not accepting connections", route.id))
+                    .with_retry_after(1)
+            }
+            Self::Client(e) => {
+                tracing::warn!(route = %route.id, error = %e, "upstream failed");
+                Problem::new(StatusCode::BAD_GATEWAY)
+                    .with_detail(format!("the upstream of route {} failed to answer", route.id))
+            }
+        }
+    }
+}
+
+fn too_large(limit: u64) -> Problem {
+    Problem::payload_too_large(format!("the request body exceeds this route's limit of {limit} bytes"))
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// The host a request is for: the URI's authority (HTTP/2, absolute form) or the `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// `308` to the same URL on HTTPS (308 keeps the method and body, unlike 301).
+fn redirect_to_https(req: &Request<Incoming>, port: u16) -> Result<Response<ProxyBody>, Problem> {
+    let host = request_host(req).ok_or_else(|| Problem::bad_request("the request names no host"))?;
+    let host = crate::routes::normalize_host(host);
+    let authority = if port == 443 { host } else { format!("{host}:{port}") };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(&format!("https://{authority}{path}"))
+        .map_err(|_| Problem::bad_request("the request cannot be redirected"))?;
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// The request body as sent upstream: the client's, cut off with an error past the route's limit
+/// (the check on `Content-Length` catches honest clients before any byte is sent).
+pub struct UpstreamBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error("the request body exceeds the route's limit")]
+    TooLarge,
+    #[error("reading the request body: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, limit: u64) -> Self {
+        Self { inner: Some(inner), remaining: limit, tripped: Arc::default() }
+    }
+
+    fn empty() -> Self {
+        Self { inner: None, remaining: 0, tripped: Arc::default() }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            if len > self.remaining {
+                self.tripped.store(true, Ordering::Relaxed);
+                self.inner = None;
+                return Poll::Ready(Some(Err(UpstreamBodyError::TooLarge)));
+            }
+            self.remaining -= len;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
 }
 
 fn empty() -> ProxyBody {
@@ -173,9 +420,34 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
         let b = v.as_bytes();
         (1..=128).contains(&b.len()) && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
     };
-    headers.get(REQUEST_ID).filter(valid).cloned().unwrap_or_else(|| {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().simple().to_string()).unwrap_or(HeaderValue::from_static("-"))
-    })
+    headers.get(REQUEST_ID).filter(valid).cloned().unwrap_or_else(fresh_request_id)
+}
+
+/// A UUIDv7 whose random part comes from a per-thread generator: `Uuid::now_v7` asks the kernel for
+/// randomness on every request, which showed up in the benchmark. Request ids correlate log lines;
+/// they are not secrets, so a seeded xorshift is enough.
+fn fresh_request_id() -> HeaderValue {
+    use std::cell::Cell;
+    use std::hash::{BuildHasher, RandomState};
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+    }
+    let random = STATE.with(|state| {
+        let mut x = state.get();
+        let mut bytes = [0u8; 10];
+        for chunk in bytes.chunks_mut(5) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..5]);
+        }
+        state.set(x);
+        bytes
+    });
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    HeaderValue::from_str(id.simple().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-"))
 }
 
 /// The protocol a client asks to switch to, if this is an HTTP/1.1 upgrade request.
@@ -223,5 +495,35 @@ pub fn problem_response(problem: Problem) -> Response<ProxyBody> {
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *response.status_mut() = problem.status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(edd_kit::problem::PROBLEM_JSON));
+    if let Some(secs) = problem.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_request_ids_are_distinct_v7_uuids() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| fresh_request_id().to_str().unwrap().to_owned()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let id = uuid::Uuid::parse_str(ids.iter().next().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+    }
+
+    #[test]
+    fn a_client_request_id_is_kept_only_if_well_formed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(REQUEST_ID, HeaderValue::from_static("abc.DEF_1-2"));
+        assert_eq!(request_id(&headers), "abc.DEF_1-2");
+        for bad in ["has space", "semi;colon", ""] {
+            headers.insert(REQUEST_ID, HeaderValue::from_str(bad).unwrap());
+            assert_ne!(request_id(&headers), bad);
+        }
+        headers.insert(REQUEST_ID, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        assert_eq!(request_id(&headers).len(), 32);
+    }
 }

@@ -72,6 +72,10 @@ pub struct Route {
     pub upstream: Upstream,
     /// Remove `prefix` from the path before forwarding.
     pub strip_prefix: bool,
+    /// Largest request body; `None` takes the gateway's default.
+    pub max_body_bytes: Option<u64>,
+    /// One of the platform's own routes: its services' internal `/metrics` is not exposed.
+    pub builtin: bool,
 }
 
 impl Route {
@@ -102,7 +106,21 @@ impl Route {
             prefix: prefix.to_owned(),
             upstream: Upstream::parse(upstream)?,
             strip_prefix,
+            max_body_bytes: None,
+            builtin: false,
         })
+    }
+
+    /// Limits request bodies on this route to `bytes`.
+    pub fn with_max_body(mut self, bytes: Option<u64>) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Marks one of the platform's own routes.
+    pub fn builtin(mut self) -> Self {
+        self.builtin = true;
+        self
     }
 
     /// The path (and query) to request upstream for `path_and_query`.

@@ -59,7 +59,7 @@ impl RouteSync {
 
 async fn load(pool: &PgPool) -> Result<Vec<Route>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT route_id, host, path_prefix, upstream, strip_prefix FROM {SCHEMA}.routes ORDER BY route_id"
+        "SELECT route_id, host, path_prefix, upstream, strip_prefix, max_body_bytes FROM {SCHEMA}.routes ORDER BY route_id"
     ))
     .fetch_all(pool)
     .await?;
@@ -72,7 +72,8 @@ async fn load(pool: &PgPool) -> Result<Vec<Route>, sqlx::Error> {
             row.try_get("path_prefix")?,
             row.try_get("upstream")?,
             row.try_get("strip_prefix")?,
-        );
+        )
+        .map(|r| r.with_max_body(row.try_get::<Option<i64>, _>("max_body_bytes").ok().flatten().map(|n| n as u64)));
         match route {
             Ok(r) => routes.push(r),
             // Validated before its event was written; a bad row means a changed rule, not bad input.
