@@ -124,7 +124,8 @@ impl RawEvent {
                 expected: E::TYPE,
             });
         }
-        serde_json::from_value(self.envelope.data.clone()).map_err(|source| DecodeError::Payload {
+        // Deserializing from a borrowed `Value` spares a deep copy of the payload per event.
+        E::deserialize(&self.envelope.data).map_err(|source| DecodeError::Payload {
             id: self.envelope.id,
             ty: self.envelope.ty.clone(),
             source,

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cluster;
 pub mod gateway;
+pub mod gfs;
 pub mod logs;
 pub mod notify;
 
@@ -78,6 +79,15 @@ pub fn all() -> Vec<EventInfo> {
         EventInfo::of::<auth::ClaimReleased>(),
         EventInfo::of::<gateway::RouteCreated>(),
         EventInfo::of::<gateway::RouteDeleted>(),
+        EventInfo::of::<gfs::NamespaceCreated>(),
+        EventInfo::of::<gfs::NamespaceDeleted>(),
+        EventInfo::of::<gfs::FileCreated>(),
+        EventInfo::of::<gfs::FileRenamed>(),
+        EventInfo::of::<gfs::FileDeleted>(),
+        EventInfo::of::<gfs::ChunkAdded>(),
+        EventInfo::of::<gfs::LengthSet>(),
+        EventInfo::of::<gfs::VersionBumped>(),
+        EventInfo::of::<gfs::ChunkDeleted>(),
         EventInfo::of::<notify::Notification>(),
         EventInfo::of::<cluster::NodeMetrics>(),
         EventInfo::of::<cluster::PodStatus>(),

@@ -8,4 +8,5 @@ mod gateway;
 mod gateway_limits;
 mod gateway_protocols;
 mod gateway_tls;
+mod gfs_master;
 mod projections;

@@ -1,0 +1,13 @@
+//! `edd-gfs`: Edd Cloud's distributed file system, after the GFS paper (64 MiB chunks, three replicas,
+//! per-block CRC32C checksums, chunk versions to tell a stale replica from a current one).
+//!
+//! - [`chunk`]: the chunkserver's on-disk chunk store — one data file and one metadata file per chunk,
+//!   checksums verified on every read, every acknowledged write durable.
+//! - [`master`]: the master's metadata (namespaces, files, chunk handles and versions) as a state
+//!   machine over the `gfs.*` events, with snapshots; the master service will append and follow them.
+//!
+//! Work in progress (issue 5): the master and chunkserver services, the data plane, leases,
+//! re-replication and the client library are still to come.
+
+pub mod chunk;
+pub mod master;
