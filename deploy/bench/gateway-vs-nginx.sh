@@ -11,7 +11,7 @@
 #   ROUNDS        measured runs per scenario and proxy; the table shows medians (default 1)
 #   THREADS       wrk -t (default 2);  CONNECTIONS  wrk -c (default 64)
 #   PORT_BASE     backend PORT_BASE, gateway +1, nginx +2, gateway https +3, nginx https +4 (default 18181)
-#   GATEWAY_ARGS  extra arguments for gateway-bench (e.g. "--threads 1")
+#   GATEWAY_ARGS  extra arguments for gateway-bench (e.g. "--workers 1")
 #   KEEP_TMP=1    keep the temporary directory (configs, logs, raw wrk output)
 #
 # Idempotent: installs nginx, wrk, curl (and openssl for TLS) with apt only when missing, writes

@@ -16,7 +16,7 @@ use edd_gateway::{
     observe::{AccessLogTarget, Observer},
     server::{self, Transport},
     tls::{CertFiles, CertStore},
-    Gateway, Options, Route, RouteTable,
+    workers, Gateway, Options, Route, RouteTable,
 };
 use edd_kit::{Metrics, Shutdown};
 use tokio::net::TcpListener;
@@ -53,18 +53,16 @@ struct Args {
     /// Open connections one client address may hold (0: no limit).
     #[arg(long, default_value_t = 256)]
     max_connections_per_ip: usize,
-    /// Tokio worker threads (default: one per core, as the real gateway runs).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Serving threads, each with its own single-threaded runtime (0: one per core, as the gateway runs).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // The control side only (signals, certificate reload); serving runs on the gateway's workers.
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
     runtime.enable_all();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads);
-    }
     runtime.build().context("building the tokio runtime")?.block_on(run(args))
 }
 
@@ -82,23 +80,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(RouteTable::new(vec![route]), options));
     let limits = server::Limits::default();
     let (trigger, shutdown) = Shutdown::new();
-    let mut servers = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut listeners = Vec::new();
 
     let listener = TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
     eprintln!("gateway-bench: http://{} (Host: {HOST}) -> http://{}", listener.local_addr()?, args.backend);
-    servers.spawn(server::serve(listener, Transport::Plain, gateway.clone(), limits.clone(), shutdown.clone()));
+    listeners.push((listener, Transport::Plain));
 
     if let (Some(addr), Some(cert), Some(key)) = (args.https_addr, args.cert, args.key) {
         let store = CertStore::load(vec![CertFiles { cert, key }])?;
         let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config()?);
-        servers.spawn(store.watch(Duration::from_secs(2), shutdown.clone()));
+        tasks.spawn(store.watch(Duration::from_secs(2), shutdown.clone()));
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         eprintln!("gateway-bench: https://{} (Host: {HOST})", listener.local_addr()?);
-        servers.spawn(server::serve(listener, Transport::Tls(acceptor), gateway.clone(), limits, shutdown.clone()));
+        listeners.push((listener, Transport::Tls(acceptor)));
     }
 
+    // The gateway's own serving model: one single-threaded runtime per worker (default one per core).
+    let workers = workers::count(args.workers);
+    let serving = tokio::spawn(workers::serve(listeners, gateway, workers, limits, shutdown.clone()));
     edd_kit::shutdown::signal().await;
     trigger.trigger();
-    while servers.join_next().await.is_some() {}
+    serving.await??;
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }

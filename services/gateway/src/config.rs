@@ -75,6 +75,9 @@ pub struct GatewayConfig {
     /// Requests one client address may send at once above that rate.
     #[arg(long, env = "EDD_GATEWAY_REQUEST_BURST_PER_IP", default_value_t = 2000)]
     pub request_burst_per_ip: u32,
+    /// Threads serving the listeners, each with its own single-threaded runtime (0: one per core).
+    #[arg(long = "gateway-workers", env = "EDD_GATEWAY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// The access log: `-` (standard output), a file path, or `off`.
     #[arg(long, env = "EDD_GATEWAY_ACCESS_LOG", default_value = "-")]
     pub access_log: AccessLogTarget,
@@ -141,6 +144,7 @@ impl Default for GatewayConfig {
             max_connections_per_ip: 256,
             requests_per_sec_per_ip: 1000,
             request_burst_per_ip: 2000,
+            workers: 0,
             access_log: AccessLogTarget::Stdout,
         }
     }

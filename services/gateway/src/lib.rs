@@ -6,6 +6,7 @@
 //!   body limits, upstream timeouts and one retry for idempotent requests;
 //! - [`server`]: the listeners — HTTP/1.1 and HTTP/2 (h2c in cleartext, ALPN under TLS), header,
 //!   handshake and idle timeouts, connections per client address;
+//! - [`workers`]: the listeners served on one single-threaded runtime per core;
 //! - [`tls`]: certificates by SNI, reloaded when their files change, the development certificate;
 //! - [`clients`]: connection and request-rate limits per client address;
 //! - [`observe`]: the JSON access log and per-route Prometheus metrics;
@@ -23,6 +24,7 @@ pub mod routes;
 pub mod server;
 mod sync;
 pub mod tls;
+pub mod workers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -153,6 +155,7 @@ pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdo
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
     };
     let mut http_transport = server::Transport::Plain;
+    let mut listeners = Vec::new();
     if let Some(https) = https {
         let files = if config.tls_certs.is_empty() {
             let mut names = vec![config.base_domain.clone(), format!("*.{}", config.base_domain)];
@@ -169,10 +172,10 @@ pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdo
         if config.redirect_https {
             http_transport = server::Transport::RedirectToHttps { port: https.local_addr()?.port() };
         }
-        let (gateway, limits, shutdown) = (gateway.clone(), limits.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(server::serve(https, server::Transport::Tls(acceptor), gateway, limits, shutdown)));
+        listeners.push((https, server::Transport::Tls(acceptor)));
     }
-    server::serve(http, http_transport, gateway, limits, shutdown).await;
+    listeners.push((http, http_transport));
+    workers::serve(listeners, gateway, workers::count(config.workers), limits, shutdown).await?;
     for task in tasks {
         let _ = task.await;
     }

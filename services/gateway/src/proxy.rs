@@ -84,8 +84,11 @@ pub enum Scheme {
 }
 
 /// The proxy: the current route table, pooled upstream clients and the per-client limits.
+///
+/// [`Gateway::sibling`] makes another one sharing the table, limits and observer but with its own
+/// upstream pools, for a listener running on another runtime (see [`crate::workers`]).
 pub struct Gateway {
-    routes: RwLock<Arc<RouteTable>>,
+    routes: Arc<RwLock<Arc<RouteTable>>>,
     http1: Client<HttpConnector, UpstreamBody>,
     h2c: Client<HttpConnector, UpstreamBody>,
     clients: ClientLimits,
@@ -94,15 +97,16 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(routes: RouteTable, options: Options) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
-        Self { routes: RwLock::new(Arc::new(routes)), http1, h2c, clients: ClientLimits::new(options.clients), options }
+        let (http1, h2c) = upstream_clients();
+        let clients = ClientLimits::new(options.clients);
+        Self { routes: Arc::new(RwLock::new(Arc::new(routes))), http1, h2c, clients, options }
+    }
+
+    /// A gateway sharing this one's routes (a swap reaches both), client limits and observer, with
+    /// its own upstream connection pools: pooled connections belong to the runtime that opened them.
+    pub fn sibling(&self) -> Self {
+        let (http1, h2c) = upstream_clients();
+        Self { routes: self.routes.clone(), http1, h2c, clients: self.clients.clone(), options: self.options.clone() }
     }
 
     /// Swaps in a new table; requests already routed keep going where they were sent.
@@ -279,6 +283,19 @@ impl Gateway {
             Err(_) => Err(Failure::Timeout(self.options.upstream_timeout)),
         }
     }
+}
+
+/// Pooled HTTP/1.1 keep-alive and h2c clients.
+fn upstream_clients() -> (Client<HttpConnector, UpstreamBody>, Client<HttpConnector, UpstreamBody>) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    let http1 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .build(connector.clone());
+    let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
+    (http1, h2c)
 }
 
 /// Why an upstream gave no response.
