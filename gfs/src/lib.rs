@@ -3,11 +3,15 @@
 //!
 //! - [`chunk`]: the chunkserver's on-disk chunk store — one data file and one metadata file per chunk,
 //!   checksums verified on every read, every acknowledged write durable.
+//! - [`dataplane`]: the chunkserver's data plane — plain TCP frames for pushing data along a replica
+//!   chain, primary-ordered writes and record appends acknowledged by a majority of replicas, and
+//!   checksummed reads, every request authorized by a capability token and every network step bounded.
 //! - [`master`]: the master's metadata (namespaces, files, chunk handles and versions) as a state
 //!   machine over the `gfs.*` events, with snapshots; the master service will append and follow them.
 //!
-//! Work in progress (issue 5): the master and chunkserver services, the data plane, leases,
+//! Work in progress (issue 5): the master and chunkserver services, leases,
 //! re-replication and the client library are still to come.
 
 pub mod chunk;
+pub mod dataplane;
 pub mod master;

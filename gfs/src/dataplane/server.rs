@@ -1,0 +1,284 @@
+//! [`DataServer`]: accepts connections and answers their requests one after another.
+//!
+//! Each connection runs: wait for a frame (at most [`Deadlines::idle`]), read the rest of its header
+//! (at most [`Deadlines::header`]), check the capability token, dispatch. A malformed frame or a refused
+//! token is answered with an `Error` frame and the connection is closed: the peer is either broken or
+//! hostile, and a closed connection is the one state it cannot misuse.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use super::buffer::PushBuffer;
+use super::client::{ClientConfig, DataClient};
+use super::error::{ErrorCode, Refusal};
+use super::frame::{self, Op, ReadFrameError, Reply, Request, Response};
+use super::locks::ChunkLocks;
+use super::token::{CapabilityToken, ClusterKey, TokenError, TokenOp};
+use super::{mutate, push, read, ChunkRef};
+use crate::chunk::ChunkStore;
+
+/// How long each network step may take. A step past its deadline fails (and its connection is
+/// dropped); nothing waits on a peer without one.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// Connecting to a peer replica.
+    pub connect: Duration,
+    /// Reading the rest of a frame header once its first bytes arrived, and sending an answer.
+    pub header: Duration,
+    /// A connection idle between requests longer than this is closed.
+    pub idle: Duration,
+    /// Receiving or forwarding one piece of pushed data.
+    pub data: Duration,
+    /// The next replica's answer to a push (`Ready`, then `Done` once the data is sent).
+    pub ack: Duration,
+    /// A secondary applying a mutation, its fsync included. Past it the secondary counts as failed.
+    pub replicate: Duration,
+    /// After shutdown is asked for: how long requests in progress may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            connect: Duration::from_secs(5),
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+            data: Duration::from_secs(30),
+            ack: Duration::from_secs(60),
+            replicate: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub cluster_key: Arc<ClusterKey>,
+    /// Bytes of pushed data held at most (complete and in flight); a push beyond it is refused.
+    pub buffer_cap: u64,
+    /// How long pushed data waits for its mutation.
+    pub buffer_ttl: Duration,
+    /// Lifetime of the tokens this server mints for its peers.
+    pub token_ttl: Duration,
+    pub deadlines: Deadlines,
+}
+
+impl ServerConfig {
+    pub fn new(cluster_key: Arc<ClusterKey>) -> ServerConfig {
+        ServerConfig {
+            cluster_key,
+            buffer_cap: 512 * 1024 * 1024,
+            buffer_ttl: Duration::from_secs(60),
+            token_ttl: Duration::from_secs(120),
+            deadlines: Deadlines::default(),
+        }
+    }
+}
+
+/// A chunkserver's data plane over one [`ChunkStore`].
+#[derive(Clone, Debug)]
+pub struct DataServer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: ChunkStore,
+    pub config: ServerConfig,
+    pub buffer: Arc<PushBuffer>,
+    pub locks: ChunkLocks,
+    /// Connections to the other replicas (forwarding, secondaries).
+    pub peers: DataClient,
+    /// Test hook: a secondary announces an apply here, then never finishes it (a replica that hangs).
+    #[cfg(test)]
+    pub stall_apply: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+}
+
+impl Shared {
+    /// A token for a step this server takes on a client's behalf.
+    pub fn mint(&self, op: TokenOp, chunk: ChunkRef) -> CapabilityToken {
+        CapabilityToken::mint_for(&self.config.cluster_key, op, chunk.handle, chunk.version, self.config.token_ttl)
+    }
+}
+
+/// What a connection does after a request.
+pub(crate) enum Next {
+    Continue,
+    Close,
+}
+
+impl DataServer {
+    pub fn new(store: ChunkStore, config: ServerConfig) -> DataServer {
+        let d = config.deadlines;
+        let peers = DataClient::new(ClientConfig {
+            connect_timeout: d.connect,
+            io_timeout: d.data,
+            reply_timeout: d.ack.max(d.replicate),
+            // Idle peer connections must be given up before the peer closes them as idle.
+            pool_idle: d.idle / 2,
+            ..ClientConfig::default()
+        });
+        let buffer = PushBuffer::new(config.buffer_cap, config.buffer_ttl);
+        DataServer {
+            shared: Arc::new(Shared {
+                store,
+                config,
+                buffer,
+                locks: ChunkLocks::default(),
+                peers,
+                #[cfg(test)]
+                stall_apply: None,
+            }),
+        }
+    }
+
+    /// Makes every apply on this server hang after announcing itself on `tx` (tests only).
+    #[cfg(test)]
+    pub(crate) fn stalling_applies(self, tx: tokio::sync::mpsc::UnboundedSender<()>) -> DataServer {
+        let mut shared = Arc::try_unwrap(self.shared).expect("not yet shared");
+        shared.stall_apply = Some(tx);
+        DataServer { shared: Arc::new(shared) }
+    }
+
+    /// Bytes of pushed data held or reserved right now.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shared.buffer.used()
+    }
+
+    /// Serves `listener` until `shutdown` completes; then stops accepting, lets requests in progress
+    /// finish within [`Deadlines::shutdown_grace`] and drops the rest. Dropping the returned future
+    /// drops every connection at once (which is how tests kill a replica).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(connection(Arc::clone(&self.shared), stream, peer, stop_rx.clone()));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors and the like: pause instead of spinning on the error.
+                        tracing::warn!(%error, "data plane accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        let _ = stop_tx.send(true);
+        let drained = timeout(self.shared.config.deadlines.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        });
+        if drained.await.is_err() {
+            tracing::warn!(left = connections.len(), "data plane requests still running at shutdown; dropped");
+        }
+        Ok(())
+    }
+}
+
+async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let d = shared.config.deadlines;
+    loop {
+        let len = tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            read = timeout(d.idle, stream.read_u32()) => match read {
+                Ok(Ok(len)) => len as usize,
+                // Closed by the peer, broken, or idle too long: nothing to answer.
+                _ => return,
+            },
+        };
+        let request = match timeout(d.header, frame::read_header_body(&mut stream, len)).await {
+            Err(_) | Ok(Err(ReadFrameError::Io(_))) => return,
+            Ok(Err(ReadFrameError::Frame(error))) => Err(error),
+            Ok(Ok(header)) => Request::decode(&header),
+        };
+        let request = match request {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "malformed data plane frame; closing the connection");
+                let _ = send(
+                    &mut stream,
+                    0,
+                    Reply::Error(Refusal::new(ErrorCode::BadRequest, error.to_string())),
+                    d.header,
+                )
+                .await;
+                return;
+            }
+        };
+        if let Err(error) = authorize(&shared.config.cluster_key, &request) {
+            tracing::warn!(%peer, op = request.op.name(), %error, "data plane request refused");
+            let refusal = Refusal::new(ErrorCode::Unauthorized, error.to_string());
+            let _ = send(&mut stream, request.id, Reply::Error(refusal), d.header).await;
+            return;
+        }
+        match dispatch(&shared, &mut stream, peer, request).await {
+            Ok(Next::Continue) => {}
+            Ok(Next::Close) => return,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "data plane connection failed");
+                return;
+            }
+        }
+    }
+}
+
+fn authorize(key: &ClusterKey, request: &Request) -> Result<(), TokenError> {
+    let (op, handle, version) = request.op.scope();
+    if request.token.is_empty() {
+        return Err(TokenError::Missing);
+    }
+    let token = CapabilityToken::decode(&request.token).ok_or(TokenError::Invalid)?;
+    token.verify(key, op, handle, version, SystemTime::now())
+}
+
+async fn dispatch(
+    shared: &Arc<Shared>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    request: Request,
+) -> io::Result<Next> {
+    let id = request.id;
+    let answer = match request.op {
+        Op::Ping => Ok(Reply::Done),
+        // The streaming operations answer for themselves.
+        Op::Push(p) => return push::receive(shared, stream, id, p).await,
+        Op::Read(r) => return read::serve(shared, stream, id, r).await,
+        Op::Write(w) => mutate::write(shared, w).await,
+        Op::Append(a) => mutate::append(shared, a).await,
+        Op::ApplyWrite(a) => mutate::apply(shared, a).await,
+        Op::ApplyPad(p) => mutate::pad(shared, p).await,
+    };
+    let (reply, next) = match answer {
+        Ok(reply) => (reply, Next::Continue),
+        Err(refusal) => {
+            tracing::debug!(%peer, code = %refusal.code, message = %refusal.message, "data plane request failed");
+            let next = if refusal.code == ErrorCode::BadRequest { Next::Close } else { Next::Continue };
+            (Reply::Error(refusal), next)
+        }
+    };
+    send(stream, id, reply, shared.config.deadlines.header).await?;
+    Ok(next)
+}
+
+/// Sends one answer frame, within `deadline`.
+pub(crate) async fn send(stream: &mut TcpStream, id: u64, reply: Reply, deadline: Duration) -> io::Result<()> {
+    let frame = Response { id, reply }.encode();
+    match timeout(deadline, stream.write_all(&frame)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "sending an answer timed out")),
+    }
+}
