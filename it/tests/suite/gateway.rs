@@ -28,6 +28,7 @@ pub(crate) async fn echo_backend(name: &'static str) -> SocketAddr {
             "backend": name, "path": uri.path(), "query": uri.query(),
             "xff": h("x-forwarded-for"), "proto": h("x-forwarded-proto"), "fhost": h("x-forwarded-host"),
             "request_id": h("x-request-id"), "custom": h("x-custom"), "keep_alive": h("keep-alive"),
+            "host": h("host"), "upgrade": h("upgrade"), "forwarded": h("forwarded"), "x_real_ip": h("x-real-ip"),
         }))
     }
     async fn count(name: &'static str, body: axum::body::Body) -> Json<Value> {
@@ -55,8 +56,9 @@ pub(crate) async fn echo_backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-/// A backend that accepts `Upgrade: echo` and then echoes bytes back.
-async fn upgrade_backend() -> SocketAddr {
+/// A backend that accepts a WebSocket upgrade and then echoes bytes back (no framing: the gateway
+/// tunnels bytes, whatever they are).
+pub(crate) async fn upgrade_backend() -> SocketAddr {
     let (listener, addr) = listen().await;
     tokio::spawn(async move {
         loop {
@@ -78,7 +80,7 @@ async fn upgrade_backend() -> SocketAddr {
                     let resp = Response::builder()
                         .status(StatusCode::SWITCHING_PROTOCOLS)
                         .header("connection", "upgrade")
-                        .header("upgrade", "echo")
+                        .header("upgrade", "websocket")
                         .body(http_body_util::Empty::<bytes::Bytes>::new())
                         .unwrap();
                     Ok::<_, std::convert::Infallible>(resp)
@@ -179,6 +181,32 @@ async fn routes_by_host_and_longest_prefix_and_rewrites_headers() {
     assert_eq!(r["fhost"], "app.localhost");
     assert_eq!(r["request_id"], "req-1.ok_");
     assert_eq!(r["custom"], Value::Null);
+    assert_eq!(r["host"], "app.localhost", "the upstream gets the host the request was routed by");
+
+    // Other claims of origin are dropped; an `h2c` upgrade is not forwarded (only WebSocket is).
+    let r: Value = get("/", "app.localhost")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-real-ip", "6.6.6.6")
+        .header("connection", "upgrade")
+        .header("upgrade", "h2c")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((r["forwarded"].is_null(), r["x_real_ip"].is_null(), r["upgrade"].is_null()), (true, true, true), "{r}");
+
+    // Hosts that are not host names never reach a route or an upstream.
+    for bad in ["attacker.net#.localhost", "a..localhost", "x@app.localhost", "app.localhost:99999"] {
+        let resp = get("/", bad).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let long = format!("{}.localhost", "a.".repeat(2000));
+    assert_eq!(get("/", &long).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let connect =
+        client().request(reqwest::Method::CONNECT, url("/")).header("host", "app.localhost").send().await.unwrap();
+    assert_eq!(connect.status(), StatusCode::METHOD_NOT_ALLOWED);
 
     // A malformed request id is replaced with a fresh one, used on both sides.
     let resp = get("/", "app.localhost").header("x-request-id", "bad id!").send().await.unwrap();
@@ -199,7 +227,7 @@ async fn upgrades_are_tunnelled_and_survive_a_route_swap() {
 
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
     let mut head = Vec::new();
@@ -268,6 +296,11 @@ async fn limits_and_upstream_failures_are_clear_errors() {
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the slow client was not disconnected");
+
+    // One that sends nothing at all (not even enough to tell HTTP/1.1 from HTTP/2) too.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the silent client was not disconnected");
 }
 
 /// The whole path: the admin logs in to auth *through the gateway*, manages routes on the gateway's
@@ -313,7 +346,7 @@ async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
     let addr: SocketAddr = gw.running.url.trim_start_matches("http://").parse().unwrap();
     let mut tunnel = TcpStream::connect(addr).await.unwrap();
     tunnel
-        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
     let mut head = Vec::new();

@@ -21,7 +21,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::gateway::{client, echo_backend, listen, start_with, test_limits, until};
+use super::gateway::{client, echo_backend, listen, start_with, test_limits, until, upgrade_backend};
 
 fn route(id: &str, host: &str, upstream: std::net::SocketAddr) -> Route {
     Route::new(id, host, "/", &format!("http://{upstream}"), false).unwrap()
@@ -115,6 +115,79 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
         answer.starts_with("HTTP/1.1 200").then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_connection_slot_until_it_closes() {
+    let echo = upgrade_backend().await;
+    let clients = ClientLimitsConfig { max_connections: 1, requests_per_sec: 0, burst: 0 };
+    let gw = start_with(
+        vec![route("ws", "ws.localhost", echo)],
+        Options { clients, ..Default::default() },
+        Transport::Plain,
+        test_limits(),
+    )
+    .await;
+    let mut tunnel = TcpStream::connect(gw.addr).await.unwrap();
+    tunnel
+        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+
+    // The tunnel is still this client's one connection.
+    let refused = async {
+        let mut other = TcpStream::connect(gw.addr).await.unwrap();
+        other.write_all(b"GET / HTTP/1.1\r\nhost: ws.localhost\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), other.read_to_string(&mut answer)).await;
+        answer
+    }
+    .await;
+    assert!(refused.contains("too many connections"), "{refused}");
+
+    drop(tunnel);
+    until("the closed tunnel gives its slot back", || async {
+        let mut again = TcpStream::connect(gw.addr).await.ok()?;
+        again.write_all(b"GET / HTTP/1.1\r\nhost: ws.localhost\r\nconnection: close\r\n\r\n").await.ok()?;
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(2), again.read_to_string(&mut answer)).await.ok()?.ok()?;
+        (!answer.contains("too many connections")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_upstream_timeout_starts_when_the_upload_is_done() {
+    let echo = echo_backend("echo").await;
+    let options = Options { upstream_timeout: Duration::from_millis(300), ..Default::default() };
+    let gw = start_with(vec![route("up", "up.localhost", echo)], options, Transport::Plain, test_limits()).await;
+    // An upload that takes longer than the upstream timeout (six pieces, 100 ms apart).
+    let paced = futures_util::stream::unfold(0u8, |n| async move {
+        if n == 6 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes::Bytes::from(vec![n; 1000]))), n + 1))
+    });
+    let resp = client()
+        .post(format!("http://{}/", gw.addr))
+        .header("host", "up.localhost")
+        .body(reqwest::Body::wrap(http_body_util::StreamBody::new(paced)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["received"], 6000);
 }
 
 /// A raw upstream that closes the connection without answering the first request for a path under

@@ -78,6 +78,18 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// The unit a client is counted by: an IPv4 address, or an IPv6 /64 (one subscriber's usual
+/// allocation: counting single v6 addresses would give each client 2^64 budgets).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
 impl ClientLimits {
     pub fn new(config: ClientLimitsConfig) -> Self {
         Self { config, hasher: RandomState::new(), shards: Arc::new(std::array::from_fn(|_| Mutex::default())) }
@@ -90,6 +102,7 @@ impl ClientLimits {
 
     /// A connection slot for `ip`, or `None` if it already holds as many as it may.
     pub fn connect(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+        let ip = client_key(ip);
         if self.config.max_connections > 0 {
             let mut shard = self.shard(ip);
             let open = shard.connections.entry(ip).or_insert(0);
@@ -103,6 +116,7 @@ impl ClientLimits {
 
     /// Takes one request token for `ip`; if there is none, how long until there is.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Duration> {
+        let ip = client_key(ip);
         let ClientLimitsConfig { requests_per_sec, burst, .. } = self.config;
         if requests_per_sec == 0 {
             return Ok(());
@@ -152,6 +166,20 @@ mod tests {
         let wait = limits.admit(A).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
         limits.admit(B).expect("another address has its own bucket");
+    }
+
+    #[test]
+    fn an_ipv6_64_counts_as_one_client() {
+        let limits = ClientLimits::new(ClientLimitsConfig { max_connections: 1, ..Default::default() });
+        let one: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _slot = limits.connect(one).unwrap();
+        assert!(limits.connect(same_64).is_none());
+        let _other = limits.connect(other_64).unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let _mapped = limits.connect(mapped).unwrap();
+        assert!(limits.connect(A).is_none(), "an IPv4-mapped address is its IPv4 address");
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("invalid setting: {0}")]
+    Config(String),
 }
 
 /// Largest upload through the storage host (files are streamed, never held in memory).
@@ -114,6 +116,15 @@ impl Listeners {
 pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool } = deps;
     let Listeners { http, https, admin } = listeners;
+    for (name, secs) in [
+        ("EDD_GATEWAY_HEADER_TIMEOUT_SECS", config.header_timeout_secs),
+        ("EDD_GATEWAY_IDLE_TIMEOUT_SECS", config.idle_timeout_secs),
+        ("EDD_GATEWAY_UPSTREAM_TIMEOUT_SECS", config.upstream_timeout_secs),
+    ] {
+        if secs == 0 {
+            return Err(Error::Config(format!("{name} must be at least 1")));
+        }
+    }
     let admin_upstream = format!("http://{}", admin.local_addr()?);
     let builtin = builtin_routes(&config, &admin_upstream)?;
     let metrics = Metrics::new();

@@ -126,15 +126,22 @@ impl Gateway {
         &self.options.observer
     }
 
-    /// Answers one client request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr, scheme: Scheme) -> Response<Observed> {
+    /// Answers one client request. `connection` is whatever keeps the client's connection counted
+    /// (its slot, the open-connections gauge): an upgraded tunnel holds it until the tunnel closes.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: Scheme,
+        connection: Held,
+    ) -> Response<Observed> {
         let request_id = request_id(req.headers());
         let mut exchange = Exchange {
             started: Instant::now(),
             client: peer.ip(),
             request_id: request_id.to_str().unwrap_or("-").to_owned(),
-            method: req.method().as_str().to_owned(),
-            host: request_host(&req).unwrap_or_default().to_owned(),
+            method: req.method().as_str().chars().take(32).collect(),
+            host: request_host(&req).unwrap_or_default().chars().take(255).collect(),
             path: req.uri().path().chars().take(1024).collect(),
             route: None,
             status: 0,
@@ -145,7 +152,7 @@ impl Gateway {
             Scheme::RedirectToHttps { port } => redirect_to_https(&req, port),
             Scheme::Http | Scheme::Https => {
                 let scheme = if scheme == Scheme::Https { "https" } else { "http" };
-                self.forward(req, peer, scheme, &request_id, &mut exchange).await
+                self.forward(req, peer, scheme, &request_id, &mut exchange, connection).await
             }
         };
         let mut response = result.unwrap_or_else(problem_response);
@@ -163,12 +170,18 @@ impl Gateway {
         scheme: &'static str,
         request_id: &HeaderValue,
         exchange: &mut Exchange,
+        connection: Held,
     ) -> Result<Response<ProxyBody>, Problem> {
         if let Err(wait) = self.clients.admit(peer.ip()) {
             self.options.observer.refused(Refusal::Rate);
             return Err(Problem::too_many_requests(wait.as_secs().max(1)));
         }
-        let host = request_host(&req).ok_or_else(|| Problem::bad_request("the request names no host"))?.to_owned();
+        if req.method() == Method::CONNECT {
+            return Err(Problem::new(StatusCode::METHOD_NOT_ALLOWED).with_detail("the gateway is not a forward proxy"));
+        }
+        let host = request_host(&req).ok_or_else(|| Problem::bad_request("the request names no host"))?;
+        // Checked before any lookup: a long or odd host costs work and must not reach upstreams.
+        let host = valid_host(host).ok_or_else(|| Problem::bad_request("the Host header is not a valid host name"))?;
         let routes = self.routes();
         let route = routes
             .lookup(&host, req.uri().path())
@@ -194,8 +207,19 @@ impl Gateway {
 
         let mut headers = std::mem::take(req.headers_mut());
         strip_hop_by_hop(&mut headers);
-        if route.upstream.protocol == Protocol::H2c {
-            headers.remove(header::HOST);
+        match route.upstream.protocol {
+            // HTTP/2 carries the host in `:authority` (the URI).
+            Protocol::H2c => {
+                headers.remove(header::HOST);
+            }
+            // The host the request was routed by, whichever way the client named it (HTTP/2
+            // clients send none); this also drops duplicate Host headers.
+            Protocol::Http1 => {
+                if let Ok(value) = HeaderValue::from_str(&host) {
+                    headers.insert(header::HOST, value);
+                }
+                merge_cookies(&mut headers);
+            }
         }
         if let Some(protocol) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -210,6 +234,7 @@ impl Gateway {
 
         let method = req.method().clone();
         let body = UpstreamBody::new(req.into_body(), limit);
+        let body_sent = body.finished.clone();
         let tripped = body.tripped.clone();
         // Only a request that can be sent again unchanged is retried: idempotent, with no body.
         let retry = (is_idempotent(&method) && body.is_end_stream()).then(|| (headers.clone(), uri.clone()));
@@ -225,7 +250,7 @@ impl Gateway {
         };
 
         let asked = Instant::now();
-        let mut result = self.send(route, upstream_request(headers, uri, body)).await;
+        let mut result = self.send(route, upstream_request(headers, uri, body), body_sent).await;
         if let (Err(failure), Some((headers, uri))) = (&result, retry) {
             if failure.retryable() {
                 if failure.is_connect() {
@@ -233,7 +258,9 @@ impl Gateway {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 tracing::debug!(route = %route.id, "retrying an idempotent request once");
-                result = self.send(route, upstream_request(headers, uri, UpstreamBody::empty())).await;
+                let empty = UpstreamBody::empty();
+                let sent = empty.finished.clone();
+                result = self.send(route, upstream_request(headers, uri, empty), sent).await;
             }
         }
         exchange.upstream = Some(asked.elapsed());
@@ -249,6 +276,8 @@ impl Gateway {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
                 tokio::spawn(async move {
+                    // The tunnel is still the client's connection: it keeps its slot until it closes.
+                    let _connection = connection;
                     match tokio::try_join!(client_upgrade, upstream_upgrade) {
                         Ok((client, upstream)) => {
                             let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -271,13 +300,28 @@ impl Gateway {
         Ok(response.map(|b| b.boxed()))
     }
 
-    /// One attempt at the upstream, bounded by the upstream timeout.
-    async fn send(&self, route: &Route, request: Request<UpstreamBody>) -> Result<Response<Incoming>, Failure> {
+    /// One attempt at the upstream. The upstream timeout runs from when the request body has been
+    /// sent: an upload takes as long as the client takes (the idle timeout bounds a stalled one).
+    async fn send(
+        &self,
+        route: &Route,
+        request: Request<UpstreamBody>,
+        body_sent: Arc<tokio::sync::Notify>,
+    ) -> Result<Response<Incoming>, Failure> {
         let client = match route.upstream.protocol {
             Protocol::Http1 => &self.http1,
             Protocol::H2c => &self.h2c,
         };
-        match tokio::time::timeout(self.options.upstream_timeout, client.request(request)).await {
+        let already_sent = request.body().is_end_stream();
+        let response = client.request(request);
+        tokio::pin!(response);
+        if !already_sent {
+            tokio::select! {
+                result = &mut response => return result.map_err(Failure::Client),
+                () = body_sent.notified() => {}
+            }
+        }
+        match tokio::time::timeout(self.options.upstream_timeout, response).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(Failure::Client(e)),
             Err(_) => Err(Failure::Timeout(self.options.upstream_timeout)),
@@ -318,7 +362,24 @@ impl Failure {
         e.is_connect() || closed_early
     }
 
+    /// The client's own body failed (it went away mid-upload): not the upstream's fault.
+    fn client_aborted(&self) -> bool {
+        let Self::Client(e) = self else { return false };
+        let mut source = std::error::Error::source(e);
+        while let Some(error) = source {
+            if matches!(error.downcast_ref::<UpstreamBodyError>(), Some(UpstreamBodyError::Client(_))) {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+
     fn problem(&self, route: &Route) -> Problem {
+        if self.client_aborted() {
+            tracing::debug!(route = %route.id, "the client's request body ended early");
+            return Problem::bad_request("the request body ended before it was complete");
+        }
         match self {
             Self::Timeout(after) => {
                 tracing::warn!(route = %route.id, timeout = ?after, "upstream timed out");
@@ -339,6 +400,51 @@ impl Failure {
     }
 }
 
+/// What keeps a client connection counted while something outlives its request (a tunnel).
+pub type Held = Arc<dyn std::any::Any + Send + Sync>;
+
+/// `host[:port]` as routed (lowercase, no port, no trailing dot) if it is a DNS name or an IP
+/// literal of sane length with a numeric port; else `None`.
+fn valid_host(raw: &str) -> Option<String> {
+    if raw.is_empty() || raw.len() > crate::routes::MAX_HOST_LEN + 6 {
+        return None;
+    }
+    let (name, port) = match raw.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            (&raw[..v6.len() + 2], after.strip_prefix(':'))
+        }
+        None => match raw.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (raw, None),
+        },
+    };
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return None;
+    }
+    let name = name.trim_end_matches('.');
+    let dns = !name.is_empty()
+        && name.len() <= crate::routes::MAX_HOST_LEN
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    (dns || name.starts_with('[')).then(|| name.to_ascii_lowercase())
+}
+
+/// HTTP/2 clients may split `cookie` into several fields; an HTTP/1.1 upstream gets one
+/// (RFC 9113 §8.2.3).
+fn merge_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 fn too_large(limit: u64) -> Problem {
     Problem::payload_too_large(format!("the request body exceeds this route's limit of {limit} bytes"))
 }
@@ -354,8 +460,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 
 /// `308` to the same URL on HTTPS (308 keeps the method and body, unlike 301).
 fn redirect_to_https(req: &Request<Incoming>, port: u16) -> Result<Response<ProxyBody>, Problem> {
-    let host = request_host(req).ok_or_else(|| Problem::bad_request("the request names no host"))?;
-    let host = crate::routes::normalize_host(host);
+    let host = request_host(req)
+        .and_then(valid_host)
+        .ok_or_else(|| Problem::bad_request("the request names no valid host"))?;
     let authority = if port == 443 { host } else { format!("{host}:{port}") };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = HeaderValue::from_str(&format!("https://{authority}{path}"))
@@ -372,6 +479,8 @@ pub struct UpstreamBody {
     inner: Option<Incoming>,
     remaining: u64,
     tripped: Arc<AtomicBool>,
+    /// Notified once the whole body has been handed to the upstream connection.
+    finished: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -384,11 +493,11 @@ pub enum UpstreamBodyError {
 
 impl UpstreamBody {
     fn new(inner: Incoming, limit: u64) -> Self {
-        Self { inner: Some(inner), remaining: limit, tripped: Arc::default() }
+        Self { inner: Some(inner), remaining: limit, tripped: Arc::default(), finished: Arc::default() }
     }
 
     fn empty() -> Self {
-        Self { inner: None, remaining: 0, tripped: Arc::default() }
+        Self { inner: None, remaining: 0, tripped: Arc::default(), finished: Arc::default() }
     }
 }
 
@@ -404,7 +513,11 @@ impl Body for UpstreamBody {
         let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-            None => return Poll::Ready(None),
+            None => {
+                // `notify_one` keeps a permit if nobody waits yet, so the signal is never missed.
+                self.finished.notify_one();
+                return Poll::Ready(None);
+            }
         };
         if let Some(data) = frame.data_ref() {
             let len = data.len() as u64;
@@ -414,6 +527,9 @@ impl Body for UpstreamBody {
                 return Poll::Ready(Some(Err(UpstreamBodyError::TooLarge)));
             }
             self.remaining -= len;
+        }
+        if self.inner.as_ref().is_some_and(Body::is_end_stream) {
+            self.finished.notify_one();
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -467,7 +583,8 @@ fn fresh_request_id() -> HeaderValue {
     HeaderValue::from_str(id.simple().encode_lower(&mut buf)).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// The protocol a client asks to switch to, if this is an HTTP/1.1 upgrade request.
+/// The protocol a client asks to switch to, if this is an HTTP/1.1 WebSocket upgrade. Other
+/// upgrades (notably `h2c`, which would open an HTTP/2 tunnel past every limit) are not forwarded.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -475,7 +592,9 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).filter(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket")).cloned())
+        .flatten()
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
@@ -495,8 +614,16 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Headers by which a client could claim a different origin; the gateway is the edge, so they are
+/// dropped and its own `X-Forwarded-*` set.
+const CLIENT_FORWARDING: &[&str] =
+    &["forwarded", "x-real-ip", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"];
+
 /// The gateway is the edge: what clients claim in `X-Forwarded-*` is replaced, not trusted.
 fn set_forwarded(headers: &mut HeaderMap, peer: SocketAddr, scheme: &'static str, host: &str) {
+    for name in CLIENT_FORWARDING {
+        headers.remove(*name);
+    }
     if let Ok(ip) = HeaderValue::from_str(&peer.ip().to_string()) {
         headers.insert("x-forwarded-for", ip);
     }

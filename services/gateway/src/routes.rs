@@ -57,6 +57,11 @@ impl Upstream {
         if host.is_empty() || port.parse::<u16>().is_err() || path.contains(['?', '#', ' ']) {
             return Err(bad());
         }
+        // What the proxy will build from it must parse, with no userinfo smuggled into the authority.
+        let as_uri: Result<hyper::Uri, _> = format!("http://{authority}{path}").parse();
+        if !as_uri.is_ok_and(|u| u.authority().is_some_and(|a| a.as_str() == authority)) || authority.contains('@') {
+            return Err(bad());
+        }
         Ok(Self { protocol, authority: authority.to_owned(), base_path: path.trim_end_matches('/').to_owned() })
     }
 }
@@ -257,6 +262,9 @@ mod tests {
         assert!(Route::new("r", "h", "/", "ftp://a:1", false).is_err());
         assert!(Route::new("r", "h", "/", "http://a", false).is_err());
         assert!(Route::new("r", "h", "/", "http://a:99999", false).is_err());
+        assert!(Route::new("r", "h", "/", "http://a:b:80", false).is_err());
+        assert!(Route::new("r", "h", "/", "http://h%:80", false).is_err());
+        assert!(Route::new("r", "h", "/", "http://user@h:80", false).is_err());
         assert!(Route::new("r", &"h".repeat(300), "/", "http://a:1", false).is_err());
         assert!(Route::new("r", "h", &format!("/{}", "p".repeat(2000)), "http://a:1", false).is_err());
     }

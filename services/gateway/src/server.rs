@@ -32,7 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::{
     observe::Refusal,
-    proxy::{Gateway, Scheme},
+    proxy::{Gateway, Held, Scheme},
 };
 
 /// Limits of a listener.
@@ -110,17 +110,18 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let held: Held = Arc::new((slot, gateway.observer().connection()));
         let connection = Connection {
             gateway: gateway.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
             peer,
+            header_timeout: limits.header_timeout,
             idle_timeout: limits.idle_timeout,
+            held,
         };
         let (transport, header_timeout) = (transport.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            let _slot = slot;
-            let _open = connection.gateway.observer().connection();
             match transport {
                 Transport::Plain => connection.serve(stream, Scheme::Http).await,
                 Transport::RedirectToHttps { port } => connection.serve(stream, Scheme::RedirectToHttps { port }).await,
@@ -132,6 +133,8 @@ pub async fn serve(
             }
         });
     }
+    // New clients are refused at once (and retry elsewhere) rather than queued while we drain.
+    drop(listener);
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after 30 s; closing them");
     }
@@ -148,10 +151,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        // Finds peers that vanished without closing (a pulled cable, a killed NAT entry).
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
+        // No keep-alive pings: they would count as activity and keep idle connections open forever;
+        // the idle timeout closes vanished peers instead.
+        .max_concurrent_streams(256);
     builder
 }
 
@@ -161,7 +163,10 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     peer: std::net::SocketAddr,
+    header_timeout: Duration,
     idle_timeout: Duration,
+    /// The connection's slot and gauge; requests clone it so an upgraded tunnel can keep it.
+    held: Held,
 }
 
 impl Connection {
@@ -169,15 +174,33 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Self { gateway, builder, watcher, peer, idle_timeout } = self;
+        let Self { gateway, builder, watcher, peer, header_timeout, idle_timeout, held } = self;
         let activity = Activity::new();
         let io = Watched { inner: io, activity: activity.clone() };
+        let first_request = Arc::new(tokio::sync::Notify::new());
+        let started = first_request.clone();
         let service = service_fn(move |req| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, scheme).await) }
+            started.notify_one();
+            let (gateway, held) = (gateway.clone(), held.clone());
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req, peer, scheme, held).await) }
         });
         let conn = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
         tokio::pin!(conn);
+        // A connection must start a request within the header timeout, whatever it speaks: this
+        // also covers the bytes read to tell HTTP/1.1 from HTTP/2, which have no timer of their own.
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = first_request.notified() => {}
+            () = tokio::time::sleep(header_timeout) => {
+                tracing::debug!(%peer, "no request within the header timeout; closing");
+                return;
+            }
+        }
         loop {
             tokio::select! {
                 result = &mut conn => {

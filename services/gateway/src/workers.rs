@@ -47,6 +47,8 @@ pub async fn serve(
         })?;
         finished.push(finished_rx);
     }
+    // The workers hold their own clones; closing ours lets the sockets close when they stop.
+    drop(listeners);
     for worker in finished {
         if let Ok(Err(e)) = worker.await {
             return Err(e);
