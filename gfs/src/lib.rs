@@ -15,3 +15,6 @@
 pub mod chunk;
 pub mod dataplane;
 pub mod master;
+
+#[cfg(test)]
+mod test_support;

@@ -2,13 +2,12 @@
 //! ephemeral port with its own [`ChunkStore`] in a fresh temporary directory. A replica is "killed" by
 //! aborting its serve task, which drops its listener and every connection at once.
 
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,30 +18,7 @@ use tokio::task::JoinHandle;
 use super::frame::{self, Op, Reply, Request, Response};
 use super::*;
 use crate::chunk::{ChunkStore, CHUNK_SIZE};
-
-/// A unique directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("edd-gfs-dp-{name}-{}-{nanos}-{n}", std::process::id()));
-        fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::TempDir;
 
 const H: ChunkHandle = ChunkHandle(0x0000_0000_00da_7a01);
 const V1: ChunkVersion = ChunkVersion(1);

@@ -110,7 +110,7 @@ pub(crate) fn test_limits() -> server::Limits {
     }
 }
 
-async fn start(routes: Vec<Route>) -> RunningGateway {
+pub(crate) async fn start(routes: Vec<Route>) -> RunningGateway {
     start_with(routes, Options::default(), server::Transport::Plain, test_limits()).await
 }
 
@@ -140,6 +140,33 @@ where
     })
     .await
     .unwrap()
+}
+
+/// Opens a connection to `addr` and upgrades it to a WebSocket tunnel to `host{path}`; the answer
+/// must be 101.
+pub(crate) async fn open_tunnel(addr: SocketAddr, host: &str, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection closed before the 101");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// Sends `request` raw on a new connection to `addr` and reads the answer until the server closes
+/// the connection (2 s at most); `None` if connecting or writing failed or nothing was read in time.
+pub(crate) async fn raw_exchange(addr: SocketAddr, request: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer)).await;
+    (!answer.is_empty()).then_some(answer)
 }
 
 pub(crate) fn client() -> reqwest::Client {
@@ -225,19 +252,7 @@ async fn upgrades_are_tunnelled_and_survive_a_route_swap() {
     let plain = echo_backend("plain").await;
     let gw = start(vec![Route::new("ws", "app.localhost", "/ws", &format!("http://{echo}"), false).unwrap()]).await;
 
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "connection closed before the 101");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut stream = open_tunnel(gw.addr, "app.localhost", "/ws").await;
 
     let roundtrip = async |stream: &mut TcpStream, msg: &[u8]| {
         stream.write_all(msg).await.unwrap();
@@ -344,18 +359,7 @@ async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
         .unwrap();
     assert_eq!(ws.status, StatusCode::CREATED, "{:?}", ws.body);
     let addr: SocketAddr = gw.running.url.trim_start_matches("http://").parse().unwrap();
-    let mut tunnel = TcpStream::connect(addr).await.unwrap();
-    tunnel
-        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut tunnel = open_tunnel(addr, "ws.localhost", "/").await;
 
     // ...while a new route is added: live as soon as the API answers.
     let backend = echo_backend("app").await;

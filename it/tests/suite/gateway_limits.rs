@@ -21,7 +21,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::gateway::{client, echo_backend, listen, start_with, test_limits, until, upgrade_backend};
+use super::gateway::{
+    client, echo_backend, listen, open_tunnel, raw_exchange, start_with, test_limits, until, upgrade_backend,
+};
 
 fn route(id: &str, host: &str, upstream: std::net::SocketAddr) -> Route {
     Route::new(id, host, "/", &format!("http://{upstream}"), false).unwrap()
@@ -95,10 +97,7 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
     let first = TcpStream::connect(gw.addr).await.unwrap();
     let _second = TcpStream::connect(gw.addr).await.unwrap();
     let third = until("the third connection is refused", || async {
-        let mut third = TcpStream::connect(gw.addr).await.ok()?;
-        third.write_all(b"GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n").await.ok()?;
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(2), third.read_to_string(&mut answer)).await.ok()?.ok()?;
+        let answer = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n").await?;
         answer.starts_with("HTTP/1.1 429").then_some(answer)
     })
     .await;
@@ -108,10 +107,8 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
     // Closing one gives its slot back.
     drop(first);
     until("a closed connection gives its slot back", || async {
-        let mut again = TcpStream::connect(gw.addr).await.ok()?;
-        again.write_all(b"GET / HTTP/1.1\r\nhost: app.localhost\r\nconnection: close\r\n\r\n").await.ok()?;
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(2), again.read_to_string(&mut answer)).await.ok()?.ok()?;
+        let answer =
+            raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: app.localhost\r\nconnection: close\r\n\r\n").await?;
         answer.starts_with("HTTP/1.1 200").then_some(())
     })
     .await;
@@ -128,39 +125,18 @@ async fn a_websocket_tunnel_keeps_its_connection_slot_until_it_closes() {
         test_limits(),
     )
     .await;
-    let mut tunnel = TcpStream::connect(gw.addr).await.unwrap();
-    tunnel
-        .write_all(b"GET / HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut tunnel = open_tunnel(gw.addr, "ws.localhost", "/").await;
     tunnel.write_all(b"ping").await.unwrap();
     let mut echoed = [0u8; 4];
     tunnel.read_exact(&mut echoed).await.unwrap();
 
     // The tunnel is still this client's one connection.
-    let refused = async {
-        let mut other = TcpStream::connect(gw.addr).await.unwrap();
-        other.write_all(b"GET / HTTP/1.1\r\nhost: ws.localhost\r\n\r\n").await.unwrap();
-        let mut answer = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(2), other.read_to_string(&mut answer)).await;
-        answer
-    }
-    .await;
+    let refused = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: ws.localhost\r\n\r\n").await.unwrap_or_default();
     assert!(refused.contains("too many connections"), "{refused}");
 
     drop(tunnel);
     until("the closed tunnel gives its slot back", || async {
-        let mut again = TcpStream::connect(gw.addr).await.ok()?;
-        again.write_all(b"GET / HTTP/1.1\r\nhost: ws.localhost\r\nconnection: close\r\n\r\n").await.ok()?;
-        let mut answer = String::new();
-        tokio::time::timeout(Duration::from_secs(2), again.read_to_string(&mut answer)).await.ok()?.ok()?;
+        let answer = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: ws.localhost\r\nconnection: close\r\n\r\n").await?;
         (!answer.contains("too many connections")).then_some(())
     })
     .await;

@@ -13,18 +13,19 @@ use axum::{
     Router,
 };
 use bytes::Bytes;
-use edd_gateway::{server, Gateway, Options, Route, RouteTable};
+use edd_gateway::Route;
 use edd_it::grpc::{request_channel, EchoClient, EchoReply, EchoRequest, EchoServer};
-use edd_kit::{shutdown::Trigger, Shutdown};
 use http_body_util::{BodyExt, Empty};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     sync::{mpsc, Semaphore},
     time::timeout,
 };
 use tonic::Code;
+
+use super::gateway::{listen, start};
 
 /// How long any one step may take. Generous: on a loaded 2-core machine; a buffering gateway never
 /// delivers at all, so the deadline only bounds how long a failure takes to show.
@@ -32,25 +33,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 async fn within<F: Future>(what: &str, f: F) -> F::Output {
     timeout(DEADLINE, f).await.unwrap_or_else(|_| panic!("{what}: nothing within {DEADLINE:?}"))
-}
-
-async fn listen() -> (TcpListener, SocketAddr) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    (listener, addr)
-}
-
-struct RunningGateway {
-    addr: SocketAddr,
-    _trigger: Trigger,
-}
-
-async fn start(routes: Vec<Route>) -> RunningGateway {
-    let (listener, addr) = listen().await;
-    let gateway = Arc::new(Gateway::new(RouteTable::new(routes), Options::default()));
-    let (trigger, shutdown) = Shutdown::new();
-    tokio::spawn(server::serve(listener, server::Transport::Plain, gateway, server::Limits::default(), shutdown));
-    RunningGateway { addr, _trigger: trigger }
 }
 
 // ---- server-sent events ----
