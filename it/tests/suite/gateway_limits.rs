@@ -68,13 +68,7 @@ async fn bodies_past_the_route_limit_get_413_whether_announced_or_streamed() {
 async fn one_client_is_held_to_its_request_rate_and_connection_count() {
     let echo = echo_backend("echo").await;
     let clients = ClientLimitsConfig { max_connections: 0, requests_per_sec: 1, burst: 3 };
-    let gw = start_with(
-        vec![route("a", "app.localhost", echo)],
-        Options { clients, ..Default::default() },
-        Transport::Plain,
-        test_limits(),
-    )
-    .await;
+    let gw = start_limited(route("a", "app.localhost", echo), clients).await;
     let get = || client().get(format!("http://{}/", gw.addr)).header("host", "app.localhost").send();
 
     for _ in 0..3 {
@@ -87,13 +81,7 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
 
     // Two open connections are allowed; the third is answered 429 and closed.
     let clients = ClientLimitsConfig { max_connections: 2, requests_per_sec: 0, burst: 0 };
-    let gw = start_with(
-        vec![route("a", "app.localhost", echo)],
-        Options { clients, ..Default::default() },
-        Transport::Plain,
-        test_limits(),
-    )
-    .await;
+    let gw = start_limited(route("a", "app.localhost", echo), clients).await;
     let first = TcpStream::connect(gw.addr).await.unwrap();
     let _second = TcpStream::connect(gw.addr).await.unwrap();
     let third = until("the third connection is refused", || async {
@@ -118,13 +106,7 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
 async fn a_websocket_tunnel_keeps_its_connection_slot_until_it_closes() {
     let echo = upgrade_backend().await;
     let clients = ClientLimitsConfig { max_connections: 1, requests_per_sec: 0, burst: 0 };
-    let gw = start_with(
-        vec![route("ws", "ws.localhost", echo)],
-        Options { clients, ..Default::default() },
-        Transport::Plain,
-        test_limits(),
-    )
-    .await;
+    let gw = start_limited(route("ws", "ws.localhost", echo), clients).await;
     let mut tunnel = open_tunnel(gw.addr, "ws.localhost", "/").await;
     tunnel.write_all(b"ping").await.unwrap();
     let mut echoed = [0u8; 4];
@@ -164,6 +146,11 @@ async fn the_upstream_timeout_starts_when_the_upload_is_done() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.json::<Value>().await.unwrap()["received"], 6000);
+}
+
+/// A gateway with one route and these per-client limits.
+async fn start_limited(route: Route, clients: ClientLimitsConfig) -> super::gateway::RunningGateway {
+    start_with(vec![route], Options { clients, ..Default::default() }, Transport::Plain, test_limits()).await
 }
 
 /// A raw upstream that closes the connection without answering the first request for a path under
