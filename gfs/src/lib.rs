@@ -13,8 +13,11 @@
 //! re-replication and the client library are still to come.
 
 pub mod chunk;
+pub mod chunkserver;
+pub mod client;
 pub mod dataplane;
 pub mod master;
+pub mod rpc;
 
 #[cfg(test)]
 mod test_support;

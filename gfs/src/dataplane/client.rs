@@ -22,7 +22,7 @@ use super::error::ClientError;
 use super::frame::{self, Op, ReadFrameError, Reply, Request, Response, MAX_PIECE, MAX_REPLICAS, PIECE};
 use super::token::CapabilityToken;
 use super::{ChunkRef, DataId};
-use crate::chunk::CHUNK_SIZE;
+use crate::chunk::{ChunkVersion, CHUNK_SIZE};
 
 /// Deadlines and pooling of a [`DataClient`].
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +109,23 @@ impl DataClient {
 
     pub async fn ping(&self, addr: SocketAddr, token: &CapabilityToken) -> Result<(), ClientError> {
         match self.call(addr, token, Op::Ping).await? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(addr, &other)),
+        }
+    }
+
+    /// Readies the replica at `addr` for a lease (master to chunkserver): creates `chunk` empty at its
+    /// version when `from` is version 0 and the replica has no such chunk, else raises it from `from` to
+    /// `chunk.version`. A replica already at `chunk.version` answers success.
+    pub async fn prepare(
+        &self,
+        addr: SocketAddr,
+        chunk: ChunkRef,
+        from: ChunkVersion,
+        token: &CapabilityToken,
+    ) -> Result<(), ClientError> {
+        let op = Op::Prepare(frame::Prepare { handle: chunk.handle, version: chunk.version, from });
+        match self.call(addr, token, op).await? {
             Reply::Done => Ok(()),
             other => Err(unexpected(addr, &other)),
         }

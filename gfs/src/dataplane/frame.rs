@@ -73,6 +73,7 @@ pub(crate) enum Op {
     Read(Read),
     ApplyWrite(Apply),
     ApplyPad(Pad),
+    Prepare(Prepare),
 }
 
 /// Data for `handle` follows (after `Ready`); forward it to `chain[0]`, which forwards to the rest.
@@ -120,6 +121,15 @@ pub(crate) struct Apply {
     pub data_id: DataId,
 }
 
+/// The master readies a replica for a lease: create the chunk empty at `version` (when `from` is 0 and
+/// it is absent), or raise it from `from` to `version`. Already at `version` is success (a retry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Prepare {
+    pub handle: ChunkHandle,
+    pub version: ChunkVersion,
+    pub from: ChunkVersion,
+}
+
 /// A secondary fills the chunk with zeros from `offset` to its end.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Pad {
@@ -139,6 +149,7 @@ impl Op {
             Op::Read(r) => (TokenOp::Read, r.handle, r.version),
             Op::ApplyWrite(a) => (TokenOp::ApplyWrite, a.handle, a.version),
             Op::ApplyPad(p) => (TokenOp::ApplyPad, p.handle, p.version),
+            Op::Prepare(p) => (TokenOp::Prepare, p.handle, p.version),
         }
     }
 
@@ -151,6 +162,7 @@ impl Op {
             Op::Read(_) => "read",
             Op::ApplyWrite(_) => "apply-write",
             Op::ApplyPad(_) => "apply-pad",
+            Op::Prepare(_) => "prepare",
         }
     }
 }
@@ -195,6 +207,7 @@ mod kind {
     pub const READ: u8 = 0x05;
     pub const APPLY_WRITE: u8 = 0x06;
     pub const APPLY_PAD: u8 = 0x07;
+    pub const PREPARE: u8 = 0x08;
     pub const DONE: u8 = 0x81;
     pub const READY: u8 = 0x82;
     pub const WRITTEN: u8 = 0x83;
@@ -232,6 +245,7 @@ impl Request {
             Op::Read(_) => kind::READ,
             Op::ApplyWrite(_) => kind::APPLY_WRITE,
             Op::ApplyPad(_) => kind::APPLY_PAD,
+            Op::Prepare(_) => kind::PREPARE,
         };
         let mut b = start(k, self.id);
         // Callers only hold tokens they minted or were given; a longer one is cut rather than trusted.
@@ -276,6 +290,11 @@ impl Request {
                 b.put_u64(p.handle.0);
                 b.put_u64(p.version.0);
                 b.put_u64(p.offset);
+            }
+            Op::Prepare(p) => {
+                b.put_u64(p.handle.0);
+                b.put_u64(p.version.0);
+                b.put_u64(p.from.0);
             }
         }
         finish(b)
@@ -327,6 +346,11 @@ impl Request {
             kind::APPLY_PAD => {
                 Op::ApplyPad(Pad { handle: ChunkHandle(c.u64()?), version: ChunkVersion(c.u64()?), offset: c.u64()? })
             }
+            kind::PREPARE => Op::Prepare(Prepare {
+                handle: ChunkHandle(c.u64()?),
+                version: ChunkVersion(c.u64()?),
+                from: ChunkVersion(c.u64()?),
+            }),
             other => return Err(FrameError::UnknownKind(other)),
         };
         c.end()?;
@@ -561,6 +585,7 @@ mod tests {
         round_trip_request(Op::Read(Read { handle: h, version: v, offset: 1, len: 2 }));
         round_trip_request(Op::ApplyWrite(Apply { handle: h, version: v, offset: 9, data_id: 3 }));
         round_trip_request(Op::ApplyPad(Pad { handle: h, version: v, offset: 9 }));
+        round_trip_request(Op::Prepare(Prepare { handle: h, version: v, from: ChunkVersion(0) }));
         for reply in [
             Reply::Done,
             Reply::Ready,

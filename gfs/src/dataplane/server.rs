@@ -261,6 +261,7 @@ async fn dispatch(
         Op::Append(a) => mutate::append(shared, a).await,
         Op::ApplyWrite(a) => mutate::apply(shared, a).await,
         Op::ApplyPad(p) => mutate::pad(shared, p).await,
+        Op::Prepare(p) => mutate::prepare(shared, p).await,
     };
     let (reply, next) = match answer {
         Ok(reply) => (reply, Next::Continue),

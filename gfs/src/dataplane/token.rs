@@ -50,6 +50,8 @@ pub enum TokenOp {
     ApplyWrite,
     /// A secondary padding a chunk the primary found too full for a record (server to server).
     ApplyPad,
+    /// The master creating a replica or raising its version for a lease (master to chunkserver).
+    Prepare,
 }
 
 impl TokenOp {
@@ -62,6 +64,7 @@ impl TokenOp {
             TokenOp::Read => 5,
             TokenOp::ApplyWrite => 6,
             TokenOp::ApplyPad => 7,
+            TokenOp::Prepare => 8,
         }
     }
 }

@@ -17,6 +17,7 @@
 mod error;
 mod event;
 mod names;
+pub mod service;
 mod snapshot;
 mod state;
 

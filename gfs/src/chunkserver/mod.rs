@@ -1,0 +1,1 @@
+//! The chunkserver service (in progress).

@@ -1,0 +1,1 @@
+//! The GFS client library (in progress).

@@ -1,0 +1,222 @@
+//! [`MasterClient`]: calls to the active master, found among a list of addresses.
+//!
+//! One HTTP/2 connection per master address, opened on first use and replaced when it breaks. A call
+//! that finds no master (connection refused, a standby answering `UNAVAILABLE`, a timeout) tries the
+//! next address — or the active one a standby named, if it is in the list (a credential is never sent
+//! to an address the caller was not configured with) — backing off, until
+//! [`ClientOptions::failover_timeout`]. Any other error is the caller's to handle.
+//!
+//! A mutation retried after a failover may already have been applied by the master that went away; the
+//! master's answers make that visible (for example `ALREADY_EXISTS` for a file created twice).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::http::Uri;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tonic::{body::Body, Code, Status};
+use tonic_prost::ProstCodec;
+
+use super::{Credential, ACTIVE_HEADER, MAX_MESSAGE, SERVICE};
+
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    /// One call to one master.
+    pub call_timeout: Duration,
+    /// How long a call keeps looking for an active master before it gives up with `UNAVAILABLE`.
+    pub failover_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(3),
+            call_timeout: Duration::from_secs(30),
+            failover_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A client of `edd.gfs.Master`. Cheap to clone; clones share connections.
+#[derive(Clone, Debug)]
+pub struct MasterClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    addrs: Vec<String>,
+    credential: Credential,
+    options: ClientOptions,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Index in `addrs` of the master believed active.
+    current: usize,
+    channels: Vec<Option<Channel>>,
+}
+
+impl MasterClient {
+    /// A client for the masters at `addrs` (`host:port`, at least one), proving `credential`.
+    pub fn new(addrs: Vec<String>, credential: Credential, options: ClientOptions) -> MasterClient {
+        let channels = addrs.iter().map(|_| None).collect();
+        MasterClient {
+            inner: Arc::new(Inner {
+                addrs,
+                credential,
+                options,
+                state: Mutex::new(State { current: 0, channels }),
+            }),
+        }
+    }
+
+    pub fn addrs(&self) -> &[String] {
+        &self.inner.addrs
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls `method` on the active master, failing over as described in the module docs.
+    pub(crate) async fn call<Req, Reply>(&self, method: &'static str, request: Req) -> Result<Reply, Status>
+    where
+        Req: prost::Message + Send + Sync + Clone + 'static,
+        Reply: prost::Message + Default + Send + Sync + 'static,
+    {
+        if self.inner.addrs.is_empty() {
+            return Err(Status::invalid_argument("no GFS master address configured"));
+        }
+        let deadline = Instant::now() + self.inner.options.failover_timeout;
+        let mut backoff = Duration::from_millis(50);
+        let mut tried = 0usize;
+        loop {
+            let index = self.state().current;
+            let outcome = self.call_one(index, method, request.clone()).await;
+            let status = match outcome {
+                Ok(reply) => return Ok(reply),
+                Err(status) if status.code() == Code::Unavailable => status,
+                Err(status) => return Err(status),
+            };
+            tried += 1;
+            self.move_on(index, &status);
+            if Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "no active GFS master among {:?} after {tried} attempts: {}",
+                    self.inner.addrs,
+                    status.message()
+                )));
+            }
+            // A full round of the list without an answer: wait before the next round.
+            if tried % self.inner.addrs.len() == 0 {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// After `index` failed: drop its connection and pick the next master to try.
+    fn move_on(&self, index: usize, status: &Status) {
+        let hinted = status
+            .metadata()
+            .get(ACTIVE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|active| self.inner.addrs.iter().position(|a| a == active))
+            .filter(|&i| i != index);
+        let mut state = self.state();
+        if !status.metadata().contains_key(ACTIVE_HEADER) {
+            // Broken or refused, not a standby's answer: the connection is of no further use.
+            state.channels[index] = None;
+        }
+        if state.current == index {
+            state.current = hinted.unwrap_or((index + 1) % self.inner.addrs.len());
+        }
+    }
+
+    async fn call_one<Req, Reply>(&self, index: usize, method: &'static str, request: Req) -> Result<Reply, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Reply: prost::Message + Default + Send + Sync + 'static,
+    {
+        let options = self.inner.options;
+        let channel = self.channel(index).await?;
+        let addr = &self.inner.addrs[index];
+        let origin: Uri =
+            format!("http://{addr}").parse().map_err(|_| Status::invalid_argument(format!("bad master address {addr:?}")))?;
+        let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let path = format!("/{SERVICE}/{method}")
+            .parse()
+            .map_err(|_| Status::internal(format!("bad method name {method}")))?;
+        let mut request = tonic::Request::new(request);
+        let header = self.inner.credential.header().parse().map_err(|_| Status::internal("unencodable credential"))?;
+        request.metadata_mut().insert("authorization", header);
+        let call = async {
+            grpc.ready().await.map_err(|e| Status::unavailable(format!("master {addr} not ready: {e}")))?;
+            grpc.unary(request, path, ProstCodec::default()).await
+        };
+        match tokio::time::timeout(options.call_timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::unavailable(format!("master {addr} did not answer {method} within {:?}", options.call_timeout))),
+        }
+    }
+
+    async fn channel(&self, index: usize) -> Result<Channel, Status> {
+        if let Some(channel) = self.state().channels[index].clone() {
+            if !channel.send.is_closed() {
+                return Ok(channel);
+            }
+        }
+        let addr = &self.inner.addrs[index];
+        let connect = async {
+            let stream = TcpStream::connect(addr.as_str()).await?;
+            stream.set_nodelay(true)?;
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)
+        };
+        let (send, conn) = match tokio::time::timeout(self.inner.options.connect_timeout, connect).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(Status::unavailable(format!("cannot reach GFS master {addr}: {e}"))),
+            Err(_) => return Err(Status::unavailable(format!("connecting to GFS master {addr} timed out"))),
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let channel = Channel { send };
+        self.state().channels[index] = Some(channel.clone());
+        Ok(channel)
+    }
+}
+
+/// One HTTP/2 connection as a tonic transport.
+#[derive(Clone, Debug)]
+struct Channel {
+    send: SendRequest<Body>,
+}
+
+impl tower::Service<hyper::Request<Body>> for Channel {
+    type Response = hyper::Response<Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: hyper::Request<Body>) -> Self::Future {
+        Box::pin(self.send.send_request(req))
+    }
+}
+

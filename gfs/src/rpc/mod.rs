@@ -1,0 +1,109 @@
+//! The control plane: the master's gRPC service `edd.gfs.Master` (cluster port 9000), spoken by
+//! clients, chunkservers and `edd gfs`.
+//!
+//! Written against tonic's runtime API the way generated code uses it (prost messages, tonic's
+//! `Grpc` codec machinery) over cleartext HTTP/2 served by hyper, so the build needs neither `protoc`
+//! nor a build script. One table, [`master_methods!`], names every method once: it generates the
+//! [`MasterApi`] trait a master implements, the server's dispatch and [`MasterClient`]'s methods, so
+//! the three cannot drift apart.
+//!
+//! Every call is authenticated ([`auth`]): a method is refused unless the caller's role is among the
+//! roles the table lists for it. A standby master answers `UNAVAILABLE` with the active master's
+//! address in the `x-gfs-active` metadata, and [`MasterClient`] moves to the next master in its list.
+//!
+//! Modules: `messages` (the wire types), `auth` (credentials), `server` (serving a [`MasterApi`]),
+//! `client` ([`MasterClient`] with failover across masters).
+
+pub mod auth;
+mod client;
+pub mod messages;
+mod server;
+
+pub use auth::{Authenticator, Credential, CredentialError, Role};
+pub use client::{ClientOptions, MasterClient};
+pub use server::{serve, ServeOptions};
+
+/// The service's full name, the first segment of every method path.
+pub const SERVICE: &str = "edd.gfs.Master";
+
+/// Metadata key by which a standby names the active master's address.
+pub const ACTIVE_HEADER: &str = "x-gfs-active";
+
+/// The most chunks one `Locate` answers (64 GiB of file).
+pub const MAX_LOCATE: u32 = 1024;
+
+/// The largest message either side accepts (a full chunk report of a large chunkserver).
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Declares every method of `edd.gfs.Master`: `Name => fn_name(Request) -> Reply, [roles];`. Expands
+/// to the [`MasterApi`] trait, the server's dispatch and the client's calls.
+macro_rules! master_methods {
+    ($($name:ident => $fn:ident($req:ty) -> $reply:ty, [$($role:ident),+];)+) => {
+        /// What a master answers. Each method gets the decoded request and the caller's verified role
+        /// (already checked against the roles allowed for the method).
+        pub trait MasterApi: Send + Sync + 'static {
+            $(
+                fn $fn(
+                    &self,
+                    role: Role,
+                    request: $req,
+                ) -> impl std::future::Future<Output = Result<$reply, tonic::Status>> + Send;
+            )+
+        }
+
+        /// Decodes the call for `method`, runs it on `api` and encodes the answer.
+        pub(crate) async fn dispatch<A: MasterApi>(
+            api: std::sync::Arc<A>,
+            role: Role,
+            method: &str,
+            req: hyper::Request<hyper::body::Incoming>,
+        ) -> hyper::Response<tonic::body::Body> {
+            match method {
+                $(
+                    stringify!($name) => {
+                        if ![$(Role::$role),+].contains(&role) {
+                            return tonic::Status::permission_denied(concat!(stringify!($name), " is not allowed for this credential"))
+                                .into_http();
+                        }
+                        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<$reply, $req>::default())
+                            .max_decoding_message_size(MAX_MESSAGE)
+                            .max_encoding_message_size(MAX_MESSAGE);
+                        let svc = tower::service_fn(move |r: tonic::Request<$req>| {
+                            let api = std::sync::Arc::clone(&api);
+                            async move { api.$fn(role, r.into_inner()).await.map(tonic::Response::new) }
+                        });
+                        grpc.unary(svc, req).await
+                    }
+                )+
+                other => tonic::Status::unimplemented(format!("{SERVICE} has no method {other:?}")).into_http(),
+            }
+        }
+
+        impl MasterClient {
+            $(
+                pub async fn $fn(&self, request: $req) -> Result<$reply, tonic::Status> {
+                    self.call(stringify!($name), request).await
+                }
+            )+
+        }
+    };
+}
+
+use messages::*;
+
+master_methods! {
+    CreateNamespace => create_namespace(NamespaceRequest) -> Empty, [Client, Peer];
+    DeleteNamespace => delete_namespace(NamespaceRequest) -> Empty, [Client, Peer];
+    ListNamespaces => list_namespaces(Empty) -> NamespaceList, [Client, Peer];
+    CreateFile => create_file(PathRequest) -> FileInfo, [Client, Peer];
+    Stat => stat(PathRequest) -> FileInfo, [Client, Peer];
+    List => list(ListRequest) -> FileList, [Client, Peer];
+    Rename => rename(RenameRequest) -> FileInfo, [Client, Peer];
+    DeleteFile => delete_file(PathRequest) -> Empty, [Client, Peer];
+    Locate => locate(LocateRequest) -> Locations, [Client, Peer];
+    LeaseChunk => lease_chunk(LeaseRequest) -> Lease, [Client, Peer];
+    Commit => commit(CommitRequest) -> Empty, [Client, Peer];
+    ReportCorrupt => report_corrupt(CorruptReport) -> Empty, [Client, Peer];
+    ClusterStatus => cluster_status(Empty) -> Status, [Client, Peer];
+    Heartbeat => heartbeat(Heartbeat) -> HeartbeatReply, [Peer];
+}
