@@ -1,7 +1,8 @@
 //! `edd`: the one binary of Edd Cloud.
 //!
 //! `edd up` runs the platform locally; `edd events …` and `edd projections …` are the operator's view
-//! of the event log and the read models built from it; `edd login`, `edd sa …`, `edd tokens …` and
+//! of the event log and the read models built from it; `edd gfs …` runs and uses the file system;
+//! `edd login`, `edd sa …`, `edd tokens …` and
 //! `edd admin …` are the user's side of the auth service.
 
 mod client;
@@ -35,6 +36,9 @@ enum Command {
     /// The event log: tail it, generate its schema.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
+    /// The distributed file system: run a master or chunkserver; status, ls, stat, put, get, rm.
+    #[command(subcommand)]
+    Gfs(commands::gfs::GfsCommand),
     /// Read models: status, rebuild, skip or resume a halted one.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
@@ -72,6 +76,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
+        Command::Gfs(cmd) => commands::gfs::run(&cli.common, cmd).await,
         Command::Login(args) => commands::account::login(auth, args).await,
         Command::Logout => commands::account::logout(auth).await,
         Command::Whoami(args) => commands::account::whoami(auth, args).await,

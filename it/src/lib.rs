@@ -14,6 +14,7 @@
 //! this project runs its CI on, so the harness does not carry that dependency.)
 
 pub mod fixtures;
+pub mod gfs;
 pub mod grpc;
 mod nats;
 mod postgres;

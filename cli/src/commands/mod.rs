@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod events;
+pub mod gfs;
 pub mod projections;
 pub mod serve;
 pub mod service_accounts;

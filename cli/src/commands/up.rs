@@ -34,6 +34,11 @@ pub struct UpArgs {
     auth: edd_auth::AuthConfig,
     #[command(flatten)]
     gateway: edd_gateway::GatewayConfig,
+    /// Where the GFS master listens (the three chunkservers take 19080, 19180 and 19280).
+    #[arg(long, env = "EDD_GFS_MASTER_ADDR", default_value = super::gfs::MASTER_ADDR)]
+    gfs_master_addr: String,
+    #[command(flatten)]
+    gfs: super::gfs::MasterTiming,
 }
 
 pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
@@ -132,6 +137,8 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         );
     }
 
+    start_gfs(&args.gfs_master_addr, args.gfs, &args.home, &common.nats_url, &shutdown, &mut services).await?;
+
     let metrics = edd_kit::Metrics::new();
     let client = js.client();
     let db = Arc::new(pools[0].1.clone());
@@ -155,7 +162,7 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_HTTP_ADDR)", args.http_addr))?;
     let addr = listener.local_addr()?;
     println!("==> operator endpoint http://{addr}/healthz  /readyz  /metrics");
-    println!("==> services: gateway, auth (GFS, storage and the rest arrive with their issues)");
+    println!("==> services: gateway, auth, GFS (storage and the rest arrive with their issues)");
     println!("==> ready. Ctrl-C stops everything.");
 
     let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, shutdown.wait()));
@@ -175,6 +182,52 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         stop_child(&mut child).await;
     }
     println!("==> stopped");
+    Ok(())
+}
+
+/// One GFS master and three chunkservers, each chunkserver with its own data directory under
+/// `<home>/gfs/`, sharing the cluster key and client secret generated in `<home>/gfs/`.
+async fn start_gfs(
+    master_addr: &str,
+    timing: super::gfs::MasterTiming,
+    home: &std::path::Path,
+    nats_url: &str,
+    shutdown: &edd_kit::Shutdown,
+    services: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
+) -> Result<()> {
+    use super::gfs;
+    let listener = tokio::net::TcpListener::bind(master_addr)
+        .await
+        .with_context(|| format!("cannot listen on {master_addr} (set EDD_GFS_MASTER_ADDR)"))?;
+    let master_addr = listener.local_addr()?.to_string();
+    let config = gfs::master_config("master-1".into(), master_addr.clone(), nats_url, home, timing, true)?;
+    let stop = shutdown.wait();
+    services.push(tokio::spawn(async move {
+        edd_gfs::master::service::run(config, listener, stop).await.map_err(|e| anyhow::anyhow!("gfs master: {e}"))
+    }));
+    for (n, addr) in gfs::CHUNKSERVER_ADDRS.iter().enumerate() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (GFS chunkserver {})", n + 1))?;
+        let data_dir = home.join("gfs").join(format!("chunkserver-{}", n + 1));
+        let config = gfs::chunkserver_config(
+            data_dir,
+            listener.local_addr()?.to_string(),
+            vec![master_addr.clone()],
+            home,
+            Duration::from_secs(1),
+            true,
+        )?;
+        let stop = shutdown.wait();
+        services.push(tokio::spawn(async move {
+            edd_gfs::chunkserver::run(config, listener, stop).await.map_err(|e| anyhow::anyhow!("gfs chunkserver: {e}"))
+        }));
+    }
+    println!(
+        "==> GFS master {master_addr}, chunkservers {}  (data {}; edd gfs status)",
+        gfs::CHUNKSERVER_ADDRS.join(", "),
+        home.join("gfs").display()
+    );
     Ok(())
 }
 

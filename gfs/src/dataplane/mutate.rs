@@ -203,6 +203,26 @@ fn zeros(len: u64) -> Bytes {
     Bytes::from(vec![0; len as usize])
 }
 
+/// Readies this replica for a lease (see [`Prepare`]): under the chunk's order lock, so that no
+/// mutation at the old version is half-way through while the version moves.
+pub(crate) async fn prepare(shared: &Arc<Shared>, p: Prepare) -> Result<Reply, Refusal> {
+    let _order = shared.locks.lock(p.handle).await;
+    match shared.store.stat(p.handle) {
+        None if p.from.0 == 0 => {
+            shared.store.create(p.handle, p.version).await?;
+        }
+        None => return Err(ChunkError::NotFound(p.handle).into()),
+        Some(info) if info.version == p.version => {}
+        Some(info) if info.version == p.from => {
+            shared.store.set_version(p.handle, p.version).await?;
+        }
+        Some(info) => {
+            return Err(ChunkError::StaleVersion { handle: p.handle, stored: info.version, requested: p.from }.into())
+        }
+    }
+    Ok(Reply::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,24 +243,4 @@ mod tests {
         assert!(quorum(&one, vec![(one[0], false)]).is_err(), "2 replicas need both");
         assert!(check_secondaries(&[s[0], s[0]]).is_err());
     }
-}
-
-/// Readies this replica for a lease (see [`Prepare`]): under the chunk's order lock, so that no
-/// mutation at the old version is half-way through while the version moves.
-pub(crate) async fn prepare(shared: &Arc<Shared>, p: Prepare) -> Result<Reply, Refusal> {
-    let _order = shared.locks.lock(p.handle).await;
-    match shared.store.stat(p.handle) {
-        None if p.from.0 == 0 => {
-            shared.store.create(p.handle, p.version).await?;
-        }
-        None => return Err(ChunkError::NotFound(p.handle).into()),
-        Some(info) if info.version == p.version => {}
-        Some(info) if info.version == p.from => {
-            shared.store.set_version(p.handle, p.version).await?;
-        }
-        Some(info) => {
-            return Err(ChunkError::StaleVersion { handle: p.handle, stored: info.version, requested: p.from }.into())
-        }
-    }
-    Ok(Reply::Done)
 }

@@ -1,8 +1,8 @@
 //! [`MasterClient`]: calls to the active master, found among a list of addresses.
 //!
 //! One HTTP/2 connection per master address, opened on first use and replaced when it breaks. A call
-//! that finds no master (connection refused, a standby answering `UNAVAILABLE`, a timeout) tries the
-//! next address — or the active one a standby named, if it is in the list (a credential is never sent
+//! that finds no master (connection refused, a broken connection, a timeout, a standby's answer, which
+//! carries `x-gfs-standby` or `x-gfs-active`) tries the next address — or the active one a standby named, if it is in the list (a credential is never sent
 //! to an address the caller was not configured with) — backing off, until
 //! [`ClientOptions::failover_timeout`]. Any other error is the caller's to handle.
 //!
@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tonic::{body::Body, Code, Status};
 use tonic_prost::ProstCodec;
 
-use super::{Credential, ACTIVE_HEADER, MAX_MESSAGE, SERVICE};
+use super::{Credential, ACTIVE_HEADER, MAX_MESSAGE, SERVICE, STANDBY_HEADER};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
@@ -70,12 +70,7 @@ impl MasterClient {
     pub fn new(addrs: Vec<String>, credential: Credential, options: ClientOptions) -> MasterClient {
         let channels = addrs.iter().map(|_| None).collect();
         MasterClient {
-            inner: Arc::new(Inner {
-                addrs,
-                credential,
-                options,
-                state: Mutex::new(State { current: 0, channels }),
-            }),
+            inner: Arc::new(Inner { addrs, credential, options, state: Mutex::new(State { current: 0, channels }) }),
         }
     }
 
@@ -101,11 +96,10 @@ impl MasterClient {
         let mut tried = 0usize;
         loop {
             let index = self.state().current;
-            let outcome = self.call_one(index, method, request.clone()).await;
-            let status = match outcome {
+            let status = match self.call_one(index, method, request.clone()).await {
                 Ok(reply) => return Ok(reply),
-                Err(status) if status.code() == Code::Unavailable => status,
-                Err(status) => return Err(status),
+                Err(Attempt::Final(status)) => return Err(status),
+                Err(Attempt::Failover(status)) => status,
             };
             tried += 1;
             self.move_on(index, &status);
@@ -117,7 +111,7 @@ impl MasterClient {
                 )));
             }
             // A full round of the list without an answer: wait before the next round.
-            if tried % self.inner.addrs.len() == 0 {
+            if tried.is_multiple_of(self.inner.addrs.len()) {
                 tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
@@ -133,7 +127,7 @@ impl MasterClient {
             .and_then(|active| self.inner.addrs.iter().position(|a| a == active))
             .filter(|&i| i != index);
         let mut state = self.state();
-        if !status.metadata().contains_key(ACTIVE_HEADER) {
+        if !status.metadata().contains_key(ACTIVE_HEADER) && !status.metadata().contains_key(STANDBY_HEADER) {
             // Broken or refused, not a standby's answer: the connection is of no further use.
             state.channels[index] = None;
         }
@@ -142,33 +136,44 @@ impl MasterClient {
         }
     }
 
-    async fn call_one<Req, Reply>(&self, index: usize, method: &'static str, request: Req) -> Result<Reply, Status>
+    async fn call_one<Req, Reply>(&self, index: usize, method: &'static str, request: Req) -> Result<Reply, Attempt>
     where
         Req: prost::Message + Send + Sync + 'static,
         Reply: prost::Message + Default + Send + Sync + 'static,
     {
         let options = self.inner.options;
-        let channel = self.channel(index).await?;
+        let channel = self.channel(index).await.map_err(Attempt::Failover)?;
         let addr = &self.inner.addrs[index];
-        let origin: Uri =
-            format!("http://{addr}").parse().map_err(|_| Status::invalid_argument(format!("bad master address {addr:?}")))?;
+        let origin: Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|_| Attempt::Final(Status::invalid_argument(format!("bad master address {addr:?}"))))?;
         let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let path = format!("/{SERVICE}/{method}")
             .parse()
-            .map_err(|_| Status::internal(format!("bad method name {method}")))?;
+            .map_err(|_| Attempt::Final(Status::internal(format!("bad method name {method}"))))?;
         let mut request = tonic::Request::new(request);
-        let header = self.inner.credential.header().parse().map_err(|_| Status::internal("unencodable credential"))?;
+        let header = self
+            .inner
+            .credential
+            .header()
+            .parse()
+            .map_err(|_| Attempt::Final(Status::internal("unencodable credential")))?;
         request.metadata_mut().insert("authorization", header);
         let call = async {
-            grpc.ready().await.map_err(|e| Status::unavailable(format!("master {addr} not ready: {e}")))?;
-            grpc.unary(request, path, ProstCodec::default()).await
+            if let Err(e) = grpc.ready().await {
+                return Err(Attempt::Failover(Status::unavailable(format!("master {addr} not ready: {e}"))));
+            }
+            grpc.unary(request, path, ProstCodec::default()).await.map_err(Attempt::classify)
         };
         match tokio::time::timeout(options.call_timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::unavailable(format!("master {addr} did not answer {method} within {:?}", options.call_timeout))),
+            Ok(Err(attempt)) => Err(attempt),
+            Err(_) => Err(Attempt::Failover(Status::unavailable(format!(
+                "master {addr} did not answer {method} within {:?}",
+                options.call_timeout
+            )))),
         }
     }
 
@@ -200,6 +205,31 @@ impl MasterClient {
     }
 }
 
+/// How one call to one master ended, when it did not succeed.
+enum Attempt {
+    /// No master answered, or a standby did: try another master.
+    Failover(Status),
+    /// The master answered: this is the call's answer.
+    Final(Status),
+}
+
+impl Attempt {
+    /// A status from the transport (it carries its cause) or from a standby (it names the active
+    /// master, or says it is one) means "ask another master"; any other status is the master's answer,
+    /// `UNAVAILABLE` included (for example too few live replicas for a lease), and is not retried here.
+    fn classify(status: Status) -> Attempt {
+        let from_standby =
+            status.metadata().contains_key(ACTIVE_HEADER) || status.metadata().contains_key(STANDBY_HEADER);
+        let from_transport = std::error::Error::source(&status).is_some()
+            && matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled);
+        if from_standby || from_transport {
+            Attempt::Failover(status)
+        } else {
+            Attempt::Final(status)
+        }
+    }
+}
+
 /// One HTTP/2 connection as a tonic transport.
 #[derive(Clone, Debug)]
 struct Channel {
@@ -219,4 +249,3 @@ impl tower::Service<hyper::Request<Body>> for Channel {
         Box::pin(self.send.send_request(req))
     }
 }
-

@@ -8,8 +8,9 @@
 //! the three cannot drift apart.
 //!
 //! Every call is authenticated ([`auth`]): a method is refused unless the caller's role is among the
-//! roles the table lists for it. A standby master answers `UNAVAILABLE` with the active master's
-//! address in the `x-gfs-active` metadata, and [`MasterClient`] moves to the next master in its list.
+//! roles the table lists for it. A standby master answers `UNAVAILABLE` with `x-gfs-standby: 1` and,
+//! when it knows it, the active master's address in `x-gfs-active`; [`MasterClient`] then moves on to
+//! another master of its list. An active master's own `UNAVAILABLE` is its answer and is not retried.
 //!
 //! Modules: `messages` (the wire types), `auth` (credentials), `server` (serving a [`MasterApi`]),
 //! `client` ([`MasterClient`] with failover across masters).
@@ -28,6 +29,10 @@ pub const SERVICE: &str = "edd.gfs.Master";
 
 /// Metadata key by which a standby names the active master's address.
 pub const ACTIVE_HEADER: &str = "x-gfs-active";
+
+/// Metadata key present (value `1`) on every answer a standby gives instead of serving the call, so a
+/// client tells "ask another master" from an active master's own `UNAVAILABLE`.
+pub const STANDBY_HEADER: &str = "x-gfs-standby";
 
 /// The most chunks one `Locate` answers (64 GiB of file).
 pub const MAX_LOCATE: u32 = 1024;

@@ -26,11 +26,7 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions {
-            call_timeout: Duration::from_secs(30),
-            max_streams: 256,
-            shutdown_grace: Duration::from_secs(5),
-        }
+        ServeOptions { call_timeout: Duration::from_secs(30), max_streams: 256, shutdown_grace: Duration::from_secs(5) }
     }
 }
 
@@ -73,9 +69,8 @@ pub async fn serve<A: MasterApi>(
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(options.shutdown_grace, async {
-        while connections.join_next().await.is_some() {}
-    });
+    let drained =
+        tokio::time::timeout(options.shutdown_grace, async { while connections.join_next().await.is_some() {} });
     if drained.await.is_err() {
         connections.abort_all();
     }

@@ -8,5 +8,7 @@ mod gateway;
 mod gateway_limits;
 mod gateway_protocols;
 mod gateway_tls;
+mod gfs_cluster;
 mod gfs_master;
+mod gfs_master_service;
 mod projections;

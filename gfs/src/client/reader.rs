@@ -1,0 +1,132 @@
+//! [`GfsReader`]: a range of a file as a `tokio::io::AsyncRead`.
+//!
+//! A background task (started on the first read) reads the range in pieces of [`READ_PIECE`] bytes,
+//! each ending at a chunk boundary at the latest, and hands them over through a channel of one: it
+//! reserves the slot before it fetches, so at most the piece being consumed and the one fetched ahead
+//! are held. Where the range ends is fixed when the task starts: the committed length then, if the
+//! caller gave no length (or a longer one). Dropping the reader stops the task.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{GfsClient, GfsError};
+use crate::chunk::CHUNK_SIZE;
+
+/// Bytes fetched per step of a [`GfsReader`].
+pub const READ_PIECE: u64 = 4 * 1024 * 1024;
+
+pub struct GfsReader {
+    state: State,
+    /// What the caller has not taken yet of the last piece received.
+    current: Bytes,
+}
+
+enum State {
+    NotStarted { client: GfsClient, file: Arc<str>, offset: u64, len: Option<u64> },
+    Reading { pieces: mpsc::Receiver<Result<Bytes, GfsError>>, task: JoinHandle<()> },
+    Done,
+}
+
+impl GfsClient {
+    /// A reader of `len` bytes (or up to the end) at `offset` of the file `file_id`.
+    pub fn reader(&self, file_id: &str, offset: u64, len: Option<u64>) -> GfsReader {
+        GfsReader {
+            state: State::NotStarted { client: self.clone(), file: Arc::from(file_id), offset, len },
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for GfsReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if buf.remaining() == 0 {
+            // Nothing fits: an empty answer here must not be mistaken for the end of the range.
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !this.current.is_empty() {
+                let n = this.current.len().min(buf.remaining());
+                buf.put_slice(&this.current.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            match &mut this.state {
+                State::NotStarted { client, file, offset, len } => {
+                    let (tx, rx) = mpsc::channel(1);
+                    let task = tokio::spawn(fetch(client.clone(), Arc::clone(file), *offset, *len, tx));
+                    this.state = State::Reading { pieces: rx, task };
+                }
+                State::Reading { pieces, .. } => match pieces.poll_recv(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(piece))) => this.current = piece,
+                    Poll::Ready(Some(Err(error))) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    Poll::Ready(None) => this.state = State::Done,
+                },
+                State::Done => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl Drop for GfsReader {
+    fn drop(&mut self) {
+        if let State::Reading { task, .. } = &self.state {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for GfsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GfsReader").field("buffered", &self.current.len()).finish_non_exhaustive()
+    }
+}
+
+/// The reader's task: sends the range's pieces in order, or one error, then ends.
+async fn fetch(
+    client: GfsClient,
+    file: Arc<str>,
+    offset: u64,
+    len: Option<u64>,
+    tx: mpsc::Sender<Result<Bytes, GfsError>>,
+) {
+    let end = match client.plan_read(&file, offset, len.unwrap_or(u64::MAX)).await {
+        Ok((_, end)) => end,
+        Err(error) => {
+            let _ = tx.send(Err(error)).await;
+            return;
+        }
+    };
+    let mut pos = offset;
+    while pos < end {
+        // Wait for room before fetching, so only one piece is ever held ahead of the caller.
+        let Ok(slot) = tx.reserve().await else { return };
+        let boundary = (pos / CHUNK_SIZE + 1) * CHUNK_SIZE;
+        let n = (end - pos).min(READ_PIECE).min(boundary - pos);
+        match client.read_at(&file, pos, n).await {
+            Ok(piece) if piece.len() as u64 == n => {
+                pos += n;
+                slot.send(Ok(piece));
+            }
+            Ok(piece) => {
+                let error = format!("file {file} gave {} bytes at {pos} where {n} are committed", piece.len());
+                slot.send(Err(GfsError::Internal(error)));
+                return;
+            }
+            Err(error) => {
+                slot.send(Err(error));
+                return;
+            }
+        }
+    }
+}
