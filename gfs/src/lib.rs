@@ -7,10 +7,13 @@
 //!   chain, primary-ordered writes and record appends acknowledged by a majority of replicas, and
 //!   checksummed reads, every request authorized by a capability token and every network step bounded.
 //! - [`master`]: the master's metadata (namespaces, files, chunk handles and versions) as a state
-//!   machine over the `gfs.*` events, with snapshots; the master service will append and follow them.
+//!   machine over the `gfs.*` events, with snapshots, and [`master::service`], the running master
+//!   (election, leases, re-replication, garbage collection).
+//! - [`chunkserver`]: the running chunkserver (heartbeats with chunk reports, the master's orders, scrubbing).
+//! - [`client`]: the client library the services use.
+//! - [`rpc`]: the control plane between them (the master's gRPC service and its credentials).
 //!
-//! Work in progress (issue 5): the master and chunkserver services, leases,
-//! re-replication and the client library are still to come.
+//! `docs/gfs.md` describes the whole.
 
 pub mod chunk;
 pub mod chunkserver;

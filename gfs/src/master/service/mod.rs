@@ -85,12 +85,16 @@ pub async fn run(
     let journal = journal::Journal::new(js.clone(), &config.id);
     let head = journal.head().await.map_err(|e| MasterError::Setup { what: "stream GFS", detail: e.to_string() })?;
     let restored = snapshots::load(&snapshots, head).await.unwrap_or_default();
+    let snapshot_seq = restored.last_seq();
     let state = RwLock::new(restored);
     journal.catch_up(&state).await.map_err(|e| MasterError::Log(e.to_string()))?;
     let state = state.into_inner();
     tracing::info!(id = %config.id, last_seq = state.last_seq(), files = state.file_count(), "GFS master loaded its metadata");
 
+    let replayed = state.last_seq().saturating_sub(snapshot_seq);
     let master = Arc::new(Master::new(config, key, state, journal, snapshots));
+    // A long tail replayed at start counts towards the next snapshot, so the next start is quick.
+    master.applied(replayed);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Owned here: dropping `run` drops the set, which aborts every task (renewals stop at once).
     let mut tasks: JoinSet<Result<(), MasterError>> = JoinSet::new();
