@@ -67,4 +67,8 @@ pub enum QuarantineReason {
     /// which what is on disk is unknown.
     #[error("I/O failure: {0}")]
     Failed(String),
+    /// Quarantined while the store ran ([`ChunkStore::quarantine`](super::ChunkStore::quarantine)), for
+    /// the reason recorded then.
+    #[error("quarantined before the restart: {0}")]
+    Marked(String),
 }

@@ -14,6 +14,9 @@ pub(crate) const LOCK_FILE: &str = "LOCK";
 const DATA_SUFFIX: &str = ".chunk";
 const META_SUFFIX: &str = ".meta";
 const TMP_SUFFIX: &str = ".tmp";
+/// Beside a chunk taken out of service while running (the scrubber found a bad block): keeps it out of
+/// service across restarts, since its own files may look perfectly consistent.
+const QUARANTINE_SUFFIX: &str = ".quarantined";
 
 /// What a file name in the data directory is.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +25,8 @@ pub(crate) enum Entry {
     Meta(ChunkHandle),
     /// A temporary file; `Some` when it is a chunk's metadata being replaced (a write was interrupted).
     Tmp(Option<ChunkHandle>),
+    /// The mark of a chunk quarantined while running.
+    Quarantine(ChunkHandle),
     Lock,
     Other,
 }
@@ -38,6 +43,9 @@ pub(crate) fn classify(name: &str) -> Entry {
     }
     if let Some(handle) = name.strip_suffix(META_SUFFIX).and_then(|h| h.parse().ok()) {
         return Entry::Meta(handle);
+    }
+    if let Some(handle) = name.strip_suffix(QUARANTINE_SUFFIX).and_then(|h| h.parse().ok()) {
+        return Entry::Quarantine(handle);
     }
     Entry::Other
 }
@@ -73,6 +81,10 @@ impl Dir {
         self.path.join(format!("{handle}{META_SUFFIX}{TMP_SUFFIX}"))
     }
 
+    pub(crate) fn quarantine_mark(&self, handle: ChunkHandle) -> PathBuf {
+        self.path.join(format!("{handle}{QUARANTINE_SUFFIX}"))
+    }
+
     /// Makes the directory's entries (creations, renames, removals) durable.
     pub(crate) fn sync(&self) -> Result<(), ChunkError> {
         self.file.sync_all().map_err(|e| ChunkError::io("fsync directory", &self.path, e))
@@ -89,6 +101,7 @@ mod tests {
         assert_eq!(classify("000000000000001f.chunk"), Entry::Data(h));
         assert_eq!(classify("000000000000001f.meta"), Entry::Meta(h));
         assert_eq!(classify("000000000000001f.meta.tmp"), Entry::Tmp(Some(h)));
+        assert_eq!(classify("000000000000001f.quarantined"), Entry::Quarantine(h));
         assert_eq!(classify("whatever.tmp"), Entry::Tmp(None));
         assert_eq!(classify("LOCK"), Entry::Lock);
         for other in ["000000000000001F.chunk", "1f.chunk", "000000000000001f.chunk.bak", "lost+found", ".chunk"] {

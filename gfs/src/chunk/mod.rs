@@ -4,8 +4,9 @@
 //! its length and the CRC32C of every [`BLOCK_SIZE`] block, sealed by a checksum of its own; see `meta`).
 //! Every read verifies the checksums of the blocks it touches, so a flipped bit on disk is reported
 //! ([`ChunkError::Corrupt`]) instead of served; every write is on disk (data, then metadata) before it is
-//! acknowledged. A chunk whose files disagree after a crash is quarantined: reported by
-//! [`ChunkStore::open`] and [`ChunkStore::quarantined`], never served, until the master has it deleted.
+//! acknowledged. A chunk whose files disagree after a crash, or that the scrubber found corrupt, is
+//! quarantined: reported by [`ChunkStore::open`] and [`ChunkStore::quarantined`], never served, until
+//! the master has it deleted.
 //!
 //! Modules: `types` (handles, versions, the heartbeat summary), `error`, `layout` (file names, the
 //! directory), `block` (block arithmetic, positioned reads), `meta` (the metadata file), `ops` (the blocking

@@ -7,7 +7,7 @@
 //! dirty pages) and serving it could hand out bytes nobody wrote.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -244,13 +244,53 @@ pub(crate) fn set_version(
     }
 }
 
+/// Takes the chunk out of service for `reason` and marks it so on disk, so that it stays out after a
+/// restart. A chunk already quarantined keeps its first reason but gets the mark all the same.
+pub(crate) fn quarantine(
+    dir: &Dir,
+    handle: ChunkHandle,
+    state: &mut ChunkState,
+    reason: QuarantineReason,
+) -> Result<(), ChunkError> {
+    if matches!(state, ChunkState::Live(_)) {
+        // Out of service before the mark is written: if the mark fails, nothing is served until the
+        // restart all the same.
+        *state = ChunkState::Quarantined(reason);
+    }
+    let text = match state {
+        ChunkState::Quarantined(first) => first.to_string(),
+        _ => return Err(ChunkError::NotFound(handle)),
+    };
+    let path = dir.quarantine_mark(handle);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| ChunkError::io("create", &path, e))?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| ChunkError::io("write", &path, e))?;
+    dir.sync()
+}
+
+/// The reason recorded in a quarantine mark (at most [`MAX_MARK`] bytes of it).
+pub(crate) fn read_mark(path: &Path) -> Result<String, ChunkError> {
+    let file = File::open(path).map_err(|e| ChunkError::io("open", path, e))?;
+    let mut text = Vec::new();
+    file.take(MAX_MARK).read_to_end(&mut text).map_err(|e| ChunkError::io("read", path, e))?;
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// The most of a quarantine mark read back: a reason is a line, and a mark is not trusted input.
+const MAX_MARK: u64 = 4096;
+
 /// Removes the chunk's files, live or quarantined.
 pub(crate) fn delete(dir: &Dir, handle: ChunkHandle, state: &mut ChunkState) -> Result<(), ChunkError> {
     if matches!(state, ChunkState::Deleted) {
         return Err(ChunkError::NotFound(handle));
     }
     // Metadata first: a crash part-way leaves a data file without metadata, which is never served.
-    let removed = [dir.meta(handle), dir.meta_tmp(handle), dir.data(handle)]
+    // The quarantine mark last: a mark left alone by a crash is removed by the next open.
+    let removed = [dir.meta(handle), dir.meta_tmp(handle), dir.data(handle), dir.quarantine_mark(handle)]
         .iter()
         .try_for_each(|path| match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(ChunkError::io("remove", path, e)),

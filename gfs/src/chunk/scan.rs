@@ -3,7 +3,8 @@
 //!
 //! A chunk is quarantined, not dropped, when its metadata is missing, unreadable or fails its checksum,
 //! when its data file is missing or not the length the metadata records, or — if a `.meta.tmp` shows a
-//! write was cut short — when a full check finds a block that does not match. Only those interrupted
+//! write was cut short — when a full check finds a block that does not match; and a chunk quarantined
+//! while the store ran (see `ops::quarantine`) stays quarantined by its mark. Only those interrupted
 //! chunks get the full check: reading every chunk at start-up would cost minutes on a full disk, and a
 //! bad block elsewhere is still caught by the read that touches it or by the scrubber.
 
@@ -27,6 +28,7 @@ pub(crate) struct Scan {
 
 pub(crate) fn scan(dir: &Dir) -> Result<Scan, ChunkError> {
     let (mut data, mut metas, mut interrupted) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut marked = BTreeSet::new();
     let (mut removed_tmp, mut ignored) = (Vec::new(), Vec::new());
     let entries = fs::read_dir(dir.path()).map_err(|e| ChunkError::io("list", dir.path(), e))?;
     for entry in entries {
@@ -46,6 +48,9 @@ pub(crate) fn scan(dir: &Dir) -> Result<Scan, ChunkError> {
                 interrupted.extend(handle);
                 removed_tmp.push(path);
             }
+            Entry::Quarantine(handle) => {
+                marked.insert(handle);
+            }
             Entry::Lock => {}
             Entry::Other => {
                 tracing::warn!(path = %path.display(), "ignoring a file that is not part of any chunk");
@@ -53,14 +58,26 @@ pub(crate) fn scan(dir: &Dir) -> Result<Scan, ChunkError> {
             }
         }
     }
+    // A mark without the chunk it marked: a deletion cut short after the chunk's files were gone.
+    for &handle in marked.iter().filter(|h| !data.contains(h) && !metas.contains(h)) {
+        let path = dir.quarantine_mark(handle);
+        fs::remove_file(&path).map_err(|e| ChunkError::io("remove", &path, e))?;
+        removed_tmp.push(path);
+    }
     if !removed_tmp.is_empty() {
         dir.sync()?;
     }
     let chunks = data
         .union(&metas)
         .map(|&handle| {
-            let state =
-                check(dir, handle, data.contains(&handle), metas.contains(&handle), interrupted.contains(&handle));
+            let state = if marked.contains(&handle) {
+                let path = dir.quarantine_mark(handle);
+                ChunkState::Quarantined(QuarantineReason::Marked(
+                    ops::read_mark(&path).unwrap_or_else(|e| format!("unreadable mark ({e})")),
+                ))
+            } else {
+                check(dir, handle, data.contains(&handle), metas.contains(&handle), interrupted.contains(&handle))
+            };
             if let ChunkState::Quarantined(reason) = &state {
                 tracing::warn!(%handle, %reason, "chunk quarantined at start-up; it will not be served");
             }

@@ -36,7 +36,8 @@ pub struct OpenReport {
     pub served: usize,
     /// Chunks found but not served; they stay listed by [`ChunkStore::quarantined`] until deleted.
     pub quarantined: Vec<Quarantined>,
-    /// Leftover temporary files (interrupted metadata updates) that were removed.
+    /// Leftover files that were removed: temporary files (interrupted metadata updates) and the
+    /// quarantine marks of chunks whose deletion was interrupted.
     pub removed_tmp: Vec<PathBuf>,
     /// Files that belong to no chunk, left alone.
     pub ignored: Vec<PathBuf>,
@@ -171,9 +172,19 @@ impl ChunkStore {
     }
 
     /// Reads the whole chunk and checks every block: [`ChunkError::Corrupt`] names the first bad one.
-    /// The chunk stays in service (its good blocks still read); the caller reports it to the master.
+    /// The chunk stays in service (its good blocks still read); the caller decides what to do with it.
     pub async fn verify(&self, handle: ChunkHandle) -> Result<ChunkInfo, ChunkError> {
         self.inspect(handle, move |dir, state| ops::verify(dir, handle, state)).await
+    }
+
+    /// Takes the chunk out of service for `reason`: it is no longer read, written or reported by
+    /// [`report`](Self::report), but listed by [`quarantined`](Self::quarantined) (also after a restart:
+    /// a mark on disk keeps it there) until [`delete`](Self::delete) removes it. Its files stay, for the
+    /// master to keep if it turns out to be the last copy. Quarantining it again keeps the first reason; an
+    /// error means the mark could not be written (the chunk is out of service all the same until a
+    /// restart).
+    pub async fn quarantine(&self, handle: ChunkHandle, reason: QuarantineReason) -> Result<(), ChunkError> {
+        self.mutate(handle, move |dir, state| ops::quarantine(dir, handle, state, reason)).await
     }
 
     /// Every chunk in service, by handle: the chunk report of a heartbeat.

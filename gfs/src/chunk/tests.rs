@@ -293,6 +293,45 @@ async fn bad_or_missing_files_are_quarantined_not_dropped() {
 }
 
 #[tokio::test]
+async fn a_quarantined_chunk_stays_out_of_service_across_a_reopen_until_deleted() {
+    let dir = TempDir::new("quarantine");
+    let (other, leftover) = (ChunkHandle(H.0 + 1), ChunkHandle(H.0 + 2));
+    let store = store_with(&dir, H).await;
+    store.create(other, V1).await.expect("create the other");
+    store.write(H, V1, 0, Bytes::from(pattern(3 * BS, 1))).await.expect("write");
+    store.quarantine(H, QuarantineReason::Corrupt { block: 2 }).await.expect("quarantine");
+    store.quarantine(H, QuarantineReason::MissingMeta).await.expect("again: the first reason stays");
+
+    let out = |store: &ChunkStore| (store.report().iter().map(|c| c.handle).collect::<Vec<_>>(), store.quarantined());
+    let first = vec![Quarantined { handle: H, reason: QuarantineReason::Corrupt { block: 2 } }];
+    assert_eq!(out(&store), (vec![other], first));
+    assert!(store.stat(H).is_none());
+    let refused = store.read(H, 0, 10).await.expect_err("a quarantined chunk is not read");
+    assert!(matches!(refused, ChunkError::Quarantined { .. }), "{refused}");
+    assert!(store.write(H, V1, 0, Bytes::from_static(b"x")).await.is_err(), "nor written");
+    assert!(matches!(store.quarantine(leftover, QuarantineReason::MissingMeta).await, Err(ChunkError::NotFound(_))));
+
+    // Its files look consistent, but the mark keeps it out after a restart.
+    drop(store);
+    fs::write(dir.file(&format!("{leftover}.quarantined")), "a mark whose chunk is gone").expect("lone mark");
+    let store = ChunkStore::open(dir.path()).await.expect("reopen");
+    let marked =
+        vec![Quarantined { handle: H, reason: QuarantineReason::Marked("block 2 does not match its checksum".into()) }];
+    assert_eq!(out(&store), (vec![other], marked));
+    assert_eq!(store.open_report().removed_tmp, vec![dir.file(&format!("{leftover}.quarantined"))]);
+
+    store.delete(H).await.expect("delete");
+    assert!(store.quarantined().is_empty());
+    let left: Vec<String> = fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&H.to_string()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    store.create(H, V1).await.expect("the handle is free again");
+}
+
+#[tokio::test]
 async fn writes_past_the_chunk_size_are_refused() {
     let dir = TempDir::new("too-far");
     let store = store_with(&dir, H).await;

@@ -2,15 +2,19 @@
 //! thousands at once, and each costs a directory fsync, which must not hold up the heartbeats that keep
 //! this server alive in the master's eyes. The outcome reaches the master through the next chunk
 //! report (the chunk is gone from it); an order that could not be carried out is simply given again.
+//!
+//! An order names the highest version it may remove (0: any). It may arrive late — after the master
+//! had a newer copy cloned or raised here — so the version is checked right before deleting, and a
+//! copy above the bound is kept.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::chunk::{ChunkError, ChunkHandle, ChunkStore};
+use crate::chunk::{ChunkError, ChunkHandle, ChunkStore, ChunkVersion};
 
 /// Deletes waiting at most; orders beyond it are dropped (the master repeats them).
 const MAX_PENDING: usize = 65_536;
@@ -22,8 +26,9 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub(crate) struct Deleter {
     tx: mpsc::Sender<ChunkHandle>,
-    /// Queued or running, so that an order repeated before it is done is not queued twice.
-    pending: Arc<Mutex<HashSet<ChunkHandle>>>,
+    /// Queued or running, with the version bound of the latest order, so that an order repeated
+    /// before it is done is not queued twice (the worker reads the bound when it gets to it).
+    pending: Arc<Mutex<HashMap<ChunkHandle, ChunkVersion>>>,
 }
 
 impl Deleter {
@@ -35,9 +40,10 @@ impl Deleter {
         (deleter, worker)
     }
 
-    /// Queues the deletion of `handle` (a no-op if it is already queued).
-    pub fn order(&self, handle: ChunkHandle) {
-        if !lock(&self.pending).insert(handle) {
+    /// Queues the deletion of `handle` if its version is at most `bound` (0: whatever its version). An
+    /// order for a handle already queued only replaces its bound.
+    pub fn order(&self, handle: ChunkHandle, bound: ChunkVersion) {
+        if lock(&self.pending).insert(handle, bound).is_some() {
             return;
         }
         if self.tx.try_send(handle).is_err() {
@@ -47,7 +53,7 @@ impl Deleter {
     }
 }
 
-fn lock(pending: &Mutex<HashSet<ChunkHandle>>) -> MutexGuard<'_, HashSet<ChunkHandle>> {
+fn lock(pending: &Mutex<HashMap<ChunkHandle, ChunkVersion>>) -> MutexGuard<'_, HashMap<ChunkHandle, ChunkVersion>> {
     // One insert or remove per critical section: a poisoned set is still a consistent set.
     pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -55,7 +61,7 @@ fn lock(pending: &Mutex<HashSet<ChunkHandle>>) -> MutexGuard<'_, HashSet<ChunkHa
 async fn work(
     store: ChunkStore,
     mut rx: mpsc::Receiver<ChunkHandle>,
-    pending: Arc<Mutex<HashSet<ChunkHandle>>>,
+    pending: Arc<Mutex<HashMap<ChunkHandle, ChunkVersion>>>,
     stop: watch::Receiver<bool>,
 ) {
     let stopping = super::stopped(stop);
@@ -68,6 +74,12 @@ async fn work(
                 None => return,
             },
         };
+        let bound = lock(&pending).get(&handle).copied().unwrap_or(ChunkVersion(0));
+        if let Some(kept) = too_new(&store, handle, bound) {
+            tracing::info!(%handle, version = %kept, %bound, "chunk newer than the delete order allows; kept");
+            lock(&pending).remove(&handle);
+            continue;
+        }
         match tokio::time::timeout(DELETE_TIMEOUT, store.delete(handle)).await {
             Ok(Ok(())) => tracing::info!(%handle, "chunk deleted by order of the master"),
             // Already gone (deleted twice, or never here): the order is fulfilled.
@@ -78,5 +90,47 @@ async fn work(
             Err(_) => tracing::warn!(%handle, "deleting a chunk took longer than {DELETE_TIMEOUT:?}"),
         }
         lock(&pending).remove(&handle);
+    }
+}
+
+/// The version of `handle` here if it is above `bound` (and `bound` is not 0): the copy a delete order
+/// must keep. A quarantined copy has no version in service and is always deleted.
+pub(crate) fn too_new(store: &ChunkStore, handle: ChunkHandle, bound: ChunkVersion) -> Option<ChunkVersion> {
+    let version = store.stat(handle)?.version;
+    (bound.0 != 0 && version > bound).then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::watch;
+
+    use super::Deleter;
+    use crate::chunk::{ChunkHandle, ChunkStore, ChunkVersion};
+    use crate::test_support::TempDir;
+
+    #[tokio::test]
+    async fn a_delete_order_keeps_a_copy_newer_than_its_bound() {
+        let dir = TempDir::new("cs-delete-bound");
+        let store = ChunkStore::open(dir.path()).await.expect("store");
+        let (recloned, stale, garbage) = (ChunkHandle(1), ChunkHandle(2), ChunkHandle(3));
+        for handle in [recloned, stale, garbage] {
+            store.create(handle, ChunkVersion(3)).await.expect("create");
+        }
+        let (_stop_tx, stop) = watch::channel(false);
+        let (deleter, worker) = Deleter::start(store.clone(), stop);
+        // An order given when the copy was at 2, carried out after a clone at 3 landed: kept.
+        deleter.order(recloned, ChunkVersion(2));
+        deleter.order(stale, ChunkVersion(3));
+        deleter.order(garbage, ChunkVersion(0));
+        // One worker, in order: once the last is gone, the first was decided.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.stat(garbage).is_some() || store.stat(stale).is_some() {
+            assert!(tokio::time::Instant::now() < deadline, "the deletes were not carried out in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(store.stat(recloned).map(|info| info.version), Some(ChunkVersion(3)));
+        worker.abort();
     }
 }

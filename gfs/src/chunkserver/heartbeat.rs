@@ -15,7 +15,7 @@ use super::clone::{Accepted, Cloner};
 use super::delete::Deleter;
 use super::free_space::FreeSpace;
 use super::report::{ChunkReporter, Schedule};
-use crate::chunk::{ChunkHandle, ChunkStore};
+use crate::chunk::{ChunkHandle, ChunkStore, ChunkVersion};
 use crate::rpc::messages::{Heartbeat, HeartbeatReply, OrderKind};
 use crate::rpc::MasterClient;
 
@@ -102,7 +102,7 @@ impl Heartbeater {
         for order in reply.orders.iter().take(MAX_ORDERS) {
             let handle = ChunkHandle(order.handle);
             match OrderKind::try_from(order.kind) {
-                Ok(OrderKind::Delete) => self.deleter.order(handle),
+                Ok(OrderKind::Delete) => self.deleter.order(handle, ChunkVersion(order.version)),
                 Ok(OrderKind::Clone) => {
                     if self.cloner.order(order) == Accepted::Duplicate {
                         tracing::debug!(%handle, "clone already under way; order ignored");

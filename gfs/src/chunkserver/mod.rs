@@ -11,7 +11,8 @@
 //! - **orders** from the heartbeat replies: deletes run one after another in the background (`delete`),
 //!   clones copy a chunk from another replica, a few at a time, each bounded in time (`clone`);
 //! - **scrubbing** (`scrub`): one chunk verified per tick, in handle order; a chunk whose checksums fail
-//!   is deleted, so it drops out of the next report and the master re-replicates it;
+//!   is quarantined (never served again, reported as quarantined), and the master re-replicates it and
+//!   orders it deleted once another current replica exists;
 //! - **free space** (`free_space`): what the data directory's filesystem has left, for the master's
 //!   placement.
 //!

@@ -2,16 +2,17 @@
 //! chunks do not rot unnoticed until the other replicas are gone too.
 //!
 //! One chunk per tick, in handle order, wrapping around: the cost is one chunk read per interval however
-//! many chunks there are. A chunk that fails is deleted here: it drops out of the next chunk report, the
-//! master sees one replica fewer and clones a good one, and no client can be served the bad block in the
-//! meantime.
+//! many chunks there are. A chunk that fails is quarantined, not deleted: it drops out of the next chunk
+//! report and into the heartbeat's quarantined list, no client is served from it any more, and the
+//! master decides — it orders the replica deleted once another current replica exists (cloning one if
+//! needed), and keeps it otherwise, because a copy with one bad block may be the last copy there is.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::chunk::{ChunkError, ChunkHandle, ChunkStore};
+use crate::chunk::{ChunkError, ChunkHandle, ChunkStore, QuarantineReason};
 
 /// One verification (64 MiB read and checksummed) may take this long; a disk slower than that is
 /// logged, and the scrubber moves on.
@@ -51,10 +52,10 @@ async fn scrub_one(store: &ChunkStore, handle: ChunkHandle) {
     match tokio::time::timeout(VERIFY_TIMEOUT, store.verify(handle)).await {
         Ok(Ok(_)) => tracing::trace!(%handle, "chunk verified"),
         Ok(Err(ChunkError::Corrupt { handle, block })) => {
-            tracing::warn!(%handle, block, "scrubber found a corrupt block; deleting the replica for the master to re-replicate");
-            match store.delete(handle).await {
+            tracing::warn!(%handle, block, "scrubber found a corrupt block; quarantining the replica for the master");
+            match store.quarantine(handle, QuarantineReason::Corrupt { block }).await {
                 Ok(()) | Err(ChunkError::NotFound(_)) => {}
-                Err(error) => tracing::error!(%handle, %error, "deleting a corrupt chunk failed"),
+                Err(error) => tracing::error!(%handle, %error, "marking a corrupt chunk quarantined failed"),
             }
         }
         // Deleted or quarantined since it was picked: nothing to check.

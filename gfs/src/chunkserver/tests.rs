@@ -504,7 +504,7 @@ async fn a_clone_already_under_way_is_not_started_twice() {
 }
 
 #[tokio::test]
-async fn the_scrubber_deletes_a_chunk_with_a_flipped_byte_and_keeps_good_ones() {
+async fn the_scrubber_quarantines_a_chunk_with_a_flipped_byte_until_the_master_orders_it_deleted() {
     let (good, bad) = (ChunkHandle(0x51), ChunkHandle(0x52));
     let dir = TempDir::new("cs-scrub");
     let good_data = pattern(200_000, 5);
@@ -519,16 +519,41 @@ async fn the_scrubber_deletes_a_chunk_with_a_flipped_byte_and_keeps_good_ones() 
     let master = MasterServer::start(&fake).await;
     let mut config = config(dir.path(), &[master.addr]);
     config.scrub_interval = Duration::from_millis(20);
-    let server = Chunkserver::start(config).await;
+    let server = Chunkserver::start(config.clone()).await;
     let id = next_heartbeat(&fake, 0).await.server_id;
 
     let want = view_of(&[(good, 1, 200_000)]);
     eventually("the corrupt chunk gone from the master's view", || (fake.view(&id) == want).then_some(())).await;
-    assert!(!chunk_file(dir.path(), bad, "chunk").exists(), "the corrupt replica is deleted");
+    let seen = fake.count();
+    eventually("the corrupt chunk reported quarantined", || {
+        fake.since(seen).iter().any(|h| h.quarantined == vec![bad.0]).then_some(())
+    })
+    .await;
+    assert!(chunk_file(dir.path(), bad, "chunk").exists(), "only the master may have the replica deleted");
+    assert!(chunk_file(dir.path(), bad, "quarantined").exists(), "the quarantine is marked on disk");
+    let client = data_client();
+    let bad_chunk = ChunkRef { handle: bad, version: ChunkVersion(1) };
+    let refused = client.read(server.addr, bad_chunk, 0, 1000, &token(TokenOp::Read, bad, 1)).await;
+    assert!(refused.is_err(), "a quarantined chunk is not served, not even its good blocks");
     let chunk = ChunkRef { handle: good, version: ChunkVersion(1) };
-    let read =
-        data_client().read(server.addr, chunk, 0, 1 << 20, &token(TokenOp::Read, good, 1)).await.expect("read good");
+    let read = client.read(server.addr, chunk, 0, 1 << 20, &token(TokenOp::Read, good, 1)).await.expect("read good");
     assert!(read == good_data, "the good chunk is untouched");
+
+    // Still quarantined after a restart, then deleted when the master orders it.
+    server.stop().await;
+    let server = Chunkserver::start(config).await;
+    let seen = fake.count();
+    let after = eventually("a heartbeat after the restart", || fake.since(seen).into_iter().find(|h| h.full)).await;
+    assert_eq!(after.quarantined, vec![bad.0], "the quarantine survives a restart");
+    assert_eq!(after.chunks.iter().map(|c| c.handle).collect::<Vec<_>>(), vec![good.0]);
+    fake.order(Order { kind: OrderKind::Delete as i32, handle: bad.0, ..Order::default() });
+    let files = ["chunk", "meta", "quarantined"].map(|suffix| chunk_file(dir.path(), bad, suffix));
+    eventually("the quarantined replica deleted", || files.iter().all(|f| !f.exists()).then_some(())).await;
+    let seen = fake.count();
+    eventually("no quarantined chunk reported", || {
+        fake.since(seen).iter().any(|h| h.quarantined.is_empty()).then_some(())
+    })
+    .await;
     server.stop().await;
     master.stop().await;
 }

@@ -5,7 +5,9 @@
 //! A cached lease also remembers the replicas found failed while using it (by any operation of this
 //! client): they are left out of later chains instead of being tried again, and reported stale with the
 //! next acknowledged mutation. A lease may go on without some of its replicas only while a majority
-//! of them (the primary among them) remains, the quorum the primary itself enforces.
+//! of them (the primary among them) remains. The client has to enforce that itself: the primary counts
+//! its quorum among the secondaries it is sent, so a chain cut down to one replica would be "a majority
+//! of one".
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,25 +102,38 @@ impl ChunkLease {
                 excluded.push(name.clone());
             }
         }
-        let replicas = 1 + self.secondaries.len();
-        let majority = replicas / 2 + 1;
-        !excluded.contains(&self.primary.name) && replicas.saturating_sub(excluded.len()) >= majority
+        !excluded.contains(&self.primary.name) && self.replicas().saturating_sub(excluded.len()) >= self.majority()
+    }
+
+    /// The lease's replicas as the master gave them, the primary included.
+    pub fn replicas(&self) -> usize {
+        1 + self.secondaries.len()
+    }
+
+    /// How many of the lease's replicas a mutation must reach.
+    pub fn majority(&self) -> usize {
+        self.replicas() / 2 + 1
     }
 
     pub fn excluded(&self) -> Vec<String> {
         lock(&self.excluded).clone()
     }
 
-    /// The primary and the secondaries still in use; `None` when the primary cannot be used.
-    pub fn chain(&self) -> Option<(SocketAddr, Vec<SocketAddr>)> {
+    /// The primary and the secondaries still in use, provided they are a majority of the lease's
+    /// replicas.
+    pub fn chain(&self) -> Result<(SocketAddr, Vec<SocketAddr>), NoChain> {
         let excluded = lock(&self.excluded);
-        if excluded.contains(&self.primary.name) {
-            return None;
-        }
-        let primary = self.primary.addr?;
-        let secondaries =
+        let primary = match self.primary.addr {
+            Some(addr) if !excluded.contains(&self.primary.name) => addr,
+            _ => return Err(NoChain::PrimaryLost),
+        };
+        let secondaries: Vec<SocketAddr> =
             self.secondaries.iter().filter(|r| !excluded.contains(&r.name)).filter_map(|r| r.addr).collect();
-        Some((primary, secondaries))
+        let usable = 1 + secondaries.len();
+        if usable < self.majority() {
+            return Err(NoChain::TooFewReplicas { usable, needed: self.majority() });
+        }
+        Ok((primary, secondaries))
     }
 
     /// The master's name for the replica at `addr` (a data-plane failure names socket addresses).
@@ -132,6 +147,15 @@ impl ChunkLease {
     pub fn stale(&self, name: &str) -> StaleReplica {
         StaleReplica { handle: self.chunk.handle.0, version: self.chunk.version.0, addr: name.to_owned() }
     }
+}
+
+/// Why a lease cannot take a mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum NoChain {
+    /// The primary is unreachable (or never resolved).
+    PrimaryLost,
+    /// The replicas still usable are not a majority of the lease's.
+    TooFewReplicas { usable: usize, needed: usize },
 }
 
 /// The instant a lease or token expiring at Unix milliseconds `expires_ms` stops being used.

@@ -8,6 +8,8 @@
 //!   ones left out are reported stale and a new lease is asked for;
 //! - the primary unreachable, timing out, or unable to hold the chunk (`Corrupt`, `Unavailable`):
 //!   reported stale, new lease;
+//! - fewer than a majority of the lease's replicas usable before the mutation (some never resolved), or
+//!   holding it after: the missing ones reported stale, new lease;
 //! - the lease out of step with the replicas (`StaleVersion`, `NotFound`, a refused token): new lease;
 //! - anything passing (`BufferFull`, pushed data expired, the master unreachable): back off, retry;
 //! - a request that cannot succeed: fail now.
@@ -20,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::lease::ChunkLease;
+use super::lease::{ChunkLease, NoChain};
 use super::retry::Retry;
 use super::{GfsClient, GfsError};
 use crate::dataplane::{AppendOutcome, ClientError, ErrorCode};
@@ -128,13 +130,24 @@ impl GfsClient {
 
     /// One push and mutation under `lease`; on success, the outcome and the replicas that missed it.
     async fn attempt(&self, lease: &ChunkLease, kind: Kind, data: &Bytes) -> Result<(Outcome, Vec<String>), Failure> {
-        let Some((primary, secondaries)) = lease.chain() else {
-            let mut stale = lease.excluded();
-            if !stale.contains(&lease.primary.name) {
-                stale.push(lease.primary.name.clone());
+        let (primary, secondaries) = match lease.chain() {
+            Ok(chain) => chain,
+            Err(NoChain::PrimaryLost) => {
+                let mut stale = lease.excluded();
+                if !stale.contains(&lease.primary.name) {
+                    stale.push(lease.primary.name.clone());
+                }
+                let error = GfsError::Unavailable(format!("the primary {} cannot be reached", lease.primary.name));
+                return Err(Failure::Relet { error, stale });
             }
-            let error = GfsError::Unavailable(format!("the primary {} cannot be reached", lease.primary.name));
-            return Err(Failure::Relet { error, stale });
+            Err(NoChain::TooFewReplicas { usable, needed }) => {
+                let error = GfsError::Unavailable(format!(
+                    "only {usable} of the {} replicas of chunk {} are usable; a mutation needs {needed}",
+                    lease.replicas(),
+                    lease.chunk.handle
+                ));
+                return Err(Failure::Relet { error, stale: lease.excluded() });
+            }
         };
         let chain: Vec<SocketAddr> = std::iter::once(primary).chain(secondaries.iter().copied()).collect();
         let data_plane = &self.inner.data;
@@ -167,7 +180,18 @@ impl GfsClient {
         let failed: Vec<String> = failed.into_iter().map(|addr| lease.name_of(addr)).collect();
         // They missed this mutation: keep them out of the lease's later ones too. Every replica left out
         // of the lease, now or before, missed it.
-        lease.exclude(&failed);
+        if !lease.exclude(&failed) {
+            // The primary's quorum counts only the chain it was sent: a chain that was a bare majority
+            // of a larger lease can confirm a mutation held by fewer than a majority of the lease's
+            // replicas. Not acknowledged: a new lease and another attempt rewrite it.
+            let error = GfsError::Unavailable(format!(
+                "chunk {}: the mutation reached fewer than {} of its {} replicas",
+                lease.chunk.handle,
+                lease.majority(),
+                lease.replicas()
+            ));
+            return Err(Failure::Relet { error, stale: lease.excluded() });
+        }
         Ok((outcome, lease.excluded()))
     }
 

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use self::fake_master::FakeMaster;
-use super::lease::ChunkLease;
+use super::lease::{ChunkLease, NoChain};
 use super::write::{pieces, Piece};
 use super::*;
 use crate::chunk::{ChunkHandle, ChunkStore, CHUNK_SIZE};
@@ -162,6 +162,29 @@ async fn a_write_across_a_chunk_boundary_reads_back_identically_and_reads_stop_a
     assert_same(&got[..10], &data[5_000_000 - 10..5_000_000], "before the patch");
     assert_same(&got[10..70_010], &patch, "the patch");
     assert_same(&got[70_010..], &data[5_070_000..5_070_010], "after the patch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hole_left_in_a_chunk_by_a_write_to_the_next_one_reads_as_zeros() {
+    let cluster = Cluster::start("hole").await;
+    let client = cluster.client();
+    let id = with_file(&client, "sparse").await;
+    let head = pattern(100, 7);
+    client.write_at(&id, 0, Bytes::from(head.clone())).await.expect("write the head");
+    let tail = pattern(1000, 8);
+    client.write_at(&id, CHUNK_SIZE + 10, Bytes::from(tail.clone())).await.expect("write into chunk 1");
+
+    // Every replica of chunk 0 holds 100 bytes; the rest of it, up to chunk 1, is a hole.
+    let started = Instant::now();
+    let inside = client.read_at(&id, 200, 10).await.expect("read inside the hole");
+    assert_eq!(&inside[..], &[0; 10], "a hole reads as zeros");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at once, not after retries");
+    let across = client.read_at(&id, 50, 100).await.expect("read across the head's end");
+    assert_same(&across[..50], &head[50..], "the head");
+    assert_eq!(&across[50..], &[0; 50], "then the hole");
+    let into_next = client.read_at(&id, CHUNK_SIZE - 5, 1015).await.expect("read into chunk 1");
+    assert_eq!(&into_next[..15], &[0; 15], "the hole's end and chunk 1's own gap");
+    assert_same(&into_next[15..], &tail, "chunk 1's data");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +497,7 @@ fn bad_configs_are_refused_and_the_secret_is_never_printed() {
 }
 
 #[tokio::test]
-async fn a_lease_goes_on_without_a_replica_only_while_a_majority_remains() {
+async fn a_lease_goes_on_without_a_replica_only_while_a_majority_remains_in_its_chain() {
     let lease = |secondaries: Vec<&str>| rpc::messages::Lease {
         index: 0,
         handle: 1,
@@ -497,8 +520,25 @@ async fn a_lease_goes_on_without_a_replica_only_while_a_majority_remains() {
     assert!(!two.exclude(&["127.0.0.1:2".into()]), "1 of 2 is not a majority");
     let primary_gone = ChunkLease::from_reply(lease(vec!["127.0.0.1:2", "127.0.0.1:3"]), wait).await.expect("lease");
     assert!(!primary_gone.exclude(&["127.0.0.1:1".into()]), "nothing goes on without the primary");
-    assert!(primary_gone.chain().is_none());
-    assert!(primary_gone.exclude(&[]) == primary_gone.chain().is_some());
+    assert_eq!(primary_gone.chain(), Err(NoChain::PrimaryLost));
+    assert!(primary_gone.exclude(&[]) == primary_gone.chain().is_ok());
+    assert_eq!(three.chain(), Err(NoChain::TooFewReplicas { usable: 1, needed: 2 }), "no chain of 1 of 3");
+
+    // Secondaries that do not resolve start out excluded, and count against the majority.
+    let one_unresolved = ChunkLease::from_reply(lease(vec!["127.0.0.1:2", "no-port"]), wait).await.expect("lease");
+    let (_, secondaries) = one_unresolved.chain().expect("2 of 3 is a chain");
+    assert_eq!(secondaries.iter().map(|a| a.port()).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(one_unresolved.excluded(), vec!["no-port".to_owned()], "reported stale with the next commit");
+    let two_unresolved = ChunkLease::from_reply(lease(vec!["no-port-a", "no-port-b"]), wait).await.expect("lease");
+    assert_eq!(
+        two_unresolved.chain(),
+        Err(NoChain::TooFewReplicas { usable: 1, needed: 2 }),
+        "a write on the primary alone would be acknowledged by 1 of 3 replicas"
+    );
+    let mut unresolved_primary = lease(vec!["127.0.0.1:2", "127.0.0.1:3"]);
+    unresolved_primary.primary = "no-port".into();
+    let unresolved_primary = ChunkLease::from_reply(unresolved_primary, wait).await.expect("lease");
+    assert_eq!(unresolved_primary.chain(), Err(NoChain::PrimaryLost));
 
     let repeated = ChunkLease::from_reply(lease(vec!["127.0.0.1:1"]), wait).await;
     assert!(matches!(repeated, Err(GfsError::Internal(_))), "a replica listed twice is a broken answer");

@@ -115,8 +115,9 @@ impl DataClient {
     }
 
     /// Readies the replica at `addr` for a lease (master to chunkserver): creates `chunk` empty at its
-    /// version when `from` is version 0 and the replica has no such chunk, else raises it from `from` to
-    /// `chunk.version`. A replica already at `chunk.version` answers success.
+    /// version when `from` is version 0 (refused with `BadRequest` if the replica already has the chunk,
+    /// at any version), else raises it from `from` to `chunk.version`, where a replica already at
+    /// `chunk.version` answers success.
     pub async fn prepare(
         &self,
         addr: SocketAddr,

@@ -121,8 +121,9 @@ pub(crate) struct Apply {
     pub data_id: DataId,
 }
 
-/// The master readies a replica for a lease: create the chunk empty at `version` (when `from` is 0 and
-/// it is absent), or raise it from `from` to `version`. Already at `version` is success (a retry).
+/// The master readies a replica for a lease: create the chunk empty at `version` (when `from` is 0; a
+/// chunk already there is refused), or raise it from `from` to `version` (already at `version` is
+/// success: a retry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Prepare {
     pub handle: ChunkHandle,

@@ -207,10 +207,15 @@ fn zeros(len: u64) -> Bytes {
 /// mutation at the old version is half-way through while the version moves.
 pub(crate) async fn prepare(shared: &Arc<Shared>, p: Prepare) -> Result<Reply, Refusal> {
     let _order = shared.locks.lock(p.handle).await;
+    if p.from.0 == 0 {
+        // A creation must create: a chunk already here (live, quarantined, or left over from an
+        // earlier allocation of the handle) may hold bytes nobody wrote into the new chunk, and
+        // answering success would hand them out as its contents. Refused as `Exists`, whatever its
+        // version.
+        shared.store.create(p.handle, p.version).await?;
+        return Ok(Reply::Done);
+    }
     match shared.store.stat(p.handle) {
-        None if p.from.0 == 0 => {
-            shared.store.create(p.handle, p.version).await?;
-        }
         None => return Err(ChunkError::NotFound(p.handle).into()),
         Some(info) if info.version == p.version => {}
         Some(info) if info.version == p.from => {

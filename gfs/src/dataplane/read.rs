@@ -2,6 +2,8 @@
 //! the store (which verifies every block it touches) while the previous one is on the wire. A checksum
 //! failure part-way is sent in band as an `Error` frame (`Corrupt`) in place of the next piece, so the
 //! connection stays usable and the client knows to read another replica and report this one.
+//!
+//! A range is cut at the replica's length; one starting past it (but within a chunk) answers no bytes.
 
 use std::io;
 
@@ -13,7 +15,7 @@ use tokio::time::timeout;
 use super::error::{ErrorCode, Refusal};
 use super::frame::{Read, Reply, Response};
 use super::server::{send, Next, Shared};
-use crate::chunk::{ChunkError, ChunkHandle, ChunkStore, BLOCK_SIZE};
+use crate::chunk::{ChunkError, ChunkHandle, ChunkStore, BLOCK_SIZE, CHUNK_SIZE};
 
 /// Bytes per piece: whole checksum blocks (a piece boundary never splits one, so no block is read
 /// twice), and few enough that a read's memory stays small whatever its length.
@@ -78,12 +80,13 @@ async fn range(shared: &Shared, r: &Read) -> Result<u64, Refusal> {
     if info.version != r.version {
         return Err(ChunkError::StaleVersion { handle: r.handle, stored: info.version, requested: r.version }.into());
     }
-    if r.offset > info.length {
-        return Err(
-            ChunkError::OutOfRange { handle: r.handle, offset: r.offset, len: r.len, limit: info.length }.into()
-        );
+    if r.offset > CHUNK_SIZE {
+        return Err(ChunkError::OutOfRange { handle: r.handle, offset: r.offset, len: r.len, limit: CHUNK_SIZE }.into());
     }
-    Ok(r.offset.saturating_add(r.len).min(info.length) - r.offset)
+    // Past this replica's length is not an error: it may be a hole (a later chunk of the file was
+    // written first) that reads as zeros, and the client, not this replica, knows the file's length.
+    // An empty answer says "nothing here"; the client reads the rest elsewhere or zero-fills it.
+    Ok(r.offset.saturating_add(r.len).min(info.length).saturating_sub(r.offset))
 }
 
 type Fetch = JoinHandle<Result<bytes::Bytes, ChunkError>>;

@@ -202,7 +202,13 @@ async fn push_along_the_chain_then_write_lands_identically_on_all_three() {
         .expect("read_into");
     assert_eq!(n as usize, expected.len() - 5_000_000);
     assert_same(&sink, &expected[5_000_000..], "streamed read");
-    let err = read(&client, all[0], C1, expected.len() as u64 + 1, 1).await.expect_err("past the end");
+    // Past this replica's end, within the chunk: no bytes (a hole, or a replica behind; the client
+    // knows which). Past the chunk: refused.
+    let past = read(&client, all[0], C1, expected.len() as u64 + 1, 1000).await.expect("past the end");
+    assert!(past.is_empty(), "{} bytes past the end", past.len());
+    let last = read(&client, all[0], C1, CHUNK_SIZE, 1).await.expect("at the chunk's end");
+    assert!(last.is_empty());
+    let err = read(&client, all[0], C1, CHUNK_SIZE + 1, 1).await.expect_err("past the chunk");
     assert_eq!(err.code(), Some(ErrorCode::OutOfRange));
 }
 
@@ -397,6 +403,40 @@ async fn stale_versions_are_refused_and_a_stale_secondary_is_reported() {
     assert_eq!(err.code(), Some(ErrorCode::StaleVersion), "a stale replica is never served");
     let err = read(&client, all[0], C1, 0, 10).await.expect_err("old version");
     assert_eq!(err.code(), Some(ErrorCode::StaleVersion));
+}
+
+#[tokio::test]
+async fn prepare_creates_only_an_absent_chunk_and_raises_only_from_the_stated_version() {
+    let node = Node::start("prepare", config(key())).await;
+    let client = &client();
+    let prepare = |handle: ChunkHandle, version: u64, from: u64| {
+        let chunk = ChunkRef { handle, version: ChunkVersion(version) };
+        let token = tok(TokenOp::Prepare, chunk);
+        async move { client.prepare(node.addr, chunk, ChunkVersion(from), &token).await }
+    };
+    let fresh = ChunkHandle(H.0 + 1);
+    prepare(fresh, 1, 0).await.expect("create an absent chunk");
+    assert_eq!(node.store.stat(fresh).map(|i| (i.version, i.length)), Some((V1, 0)));
+
+    // A creation of a chunk that exists fails, whatever its version and content: it would hand out
+    // the old bytes as the new chunk's.
+    let data = pattern(5000, 9);
+    let id = push(client, &[node.addr], C1, &data).await;
+    write(client, &[node.addr], C1, 0, id).await.expect("write");
+    let err = prepare(H, 1, 0).await.expect_err("create over a chunk with data");
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    let err = prepare(fresh, 1, 0).await.expect_err("create twice");
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert_eq!(node.store.stat(H).map(|i| (i.version, i.length)), Some((V1, 5000)), "left alone");
+
+    // Raising: from the stored version, or a repeat of the same raise; never from another version.
+    prepare(H, 2, 1).await.expect("raise");
+    prepare(H, 2, 1).await.expect("the same raise again");
+    assert_eq!(node.store.stat(H).map(|i| i.version), Some(ChunkVersion(2)));
+    let err = prepare(H, 4, 3).await.expect_err("raise from a version it does not hold");
+    assert_eq!(err.code(), Some(ErrorCode::StaleVersion), "{err}");
+    let err = prepare(ChunkHandle(H.0 + 2), 2, 1).await.expect_err("raise an absent chunk");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
 }
 
 #[tokio::test]

@@ -151,8 +151,8 @@ pub struct Locations {
 pub struct LeaseRequest {
     #[prost(string, tag = "1")]
     pub file_id: String,
-    /// The chunk to mutate. A write may name any index up to the file's chunk count (chunks up to it
-    /// are allocated). An append names the file's last chunk, or the chunk count to have a new chunk
+    /// The chunk to mutate. A write may name any index up to the file's chunk count (`index <=
+    /// chunk_count`: one new chunk at most is allocated, at the end). An append names the file's last chunk, or the chunk count to have a new chunk
     /// allocated (an empty file, or after [`ChunkFull`](crate::dataplane::AppendOutcome::ChunkFull)); an
     /// append naming an earlier chunk is answered with the last one.
     #[prost(uint32, tag = "2")]
@@ -314,7 +314,9 @@ pub struct Order {
     pub kind: i32,
     #[prost(fixed64, tag = "2")]
     pub handle: u64,
-    /// `Clone`: the version to copy (and the source's read token is for it).
+    /// `Clone`: the version to copy (and the source's read token is for it). `Delete`: the highest
+    /// version the order may remove — a copy found at a higher version is kept (the order is older than
+    /// it); 0: whatever the version (a chunk of a deleted file, an orphan).
     #[prost(uint64, tag = "3")]
     pub version: u64,
     /// `Clone`: the replica to copy from.

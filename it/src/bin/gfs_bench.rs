@@ -45,7 +45,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut rows = Rows::default();
     let scratch = std::env::temp_dir().join(format!("edd-gfs-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&scratch)?;
 
@@ -83,12 +83,28 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let _ = std::fs::remove_dir_all(&scratch);
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    println!("\n{:width$}  result", "measurement");
-    for (k, v) in rows {
-        println!("{k:width$}  {v}");
-    }
+    rows.print();
     Ok(())
+}
+
+/// The results table; each row is also printed to stderr as it is measured, so an aborted run still
+/// shows what it got.
+#[derive(Default)]
+struct Rows(Vec<(String, String)>);
+
+impl Rows {
+    fn push(&mut self, row: (String, String)) {
+        eprintln!("gfs-bench: {}: {}", row.0.trim(), row.1);
+        self.0.push(row);
+    }
+
+    fn print(&self) {
+        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        println!("\n{:width$}  result", "measurement");
+        for (k, v) in &self.0 {
+            println!("{k:width$}  {v}");
+        }
+    }
 }
 
 fn mibs(bytes_per_sec: f64) -> String {
@@ -278,17 +294,29 @@ async fn restart(
 
     let mut times = Vec::new();
     for _ in 0..2 {
+        // The killed master's election lease must run out first; a restart after a crash waits for it
+        // (while a standby would take over), and that wait is not the cost of loading the metadata.
+        let kv = js.get_key_value("GFS_MASTER").await?;
+        edd_it::eventually(Duration::from_secs(60), "the dead master's lease to expire", || async {
+            Ok(kv.get("active").await?.is_none().then_some(()))
+        })
+        .await?;
         let started = Instant::now();
         cluster.restart_master(0)?;
-        cluster.wait_active().await?;
+        if let Err(e) = cluster.wait_active().await {
+            return Err(e.context(cluster.logs()));
+        }
         times.push(started.elapsed().as_secs_f64());
         let status = gfs.status().await?;
         anyhow::ensure!(status.files >= files, "the restarted master knows {} files", status.files);
         // Let the master write its snapshot before the next restart measures starting from it.
-        edd_it::eventually(Duration::from_secs(120), "a snapshot covering the log", || async {
+        let snapshot = edd_it::eventually(Duration::from_secs(120), "a snapshot covering the log", || async {
             Ok(snapshot_seq(&js).await.filter(|&seq| seq >= status.last_seq))
         })
-        .await?;
+        .await;
+        if let Err(e) = snapshot {
+            return Err(e.context(cluster.logs()));
+        }
         cluster.kill_master(0).await?;
     }
     Ok((times[0], times[1]))

@@ -17,7 +17,7 @@ use super::cluster::Cluster;
 use super::error::meta_status;
 use super::node::{unix_ms, Master};
 use super::plan;
-use crate::chunk::ChunkHandle;
+use crate::chunk::{ChunkHandle, ChunkVersion};
 use crate::dataplane::{CapabilityToken, TokenOp};
 use crate::master::{validate_namespace, validate_path, FileMeta, MAX_LIST_LIMIT};
 use crate::rpc::messages as msg;
@@ -241,6 +241,11 @@ impl MasterApi for Api {
         if request.stale.iter().any(|r| r.addr.len() > MAX_ADDR) {
             return Err(Status::invalid_argument("replica address too long"));
         }
+        // Stale replicas are taken out of service before the new length is visible: a reader must not
+        // be sent to a replica that missed a mutation inside it.
+        if !request.stale.is_empty() {
+            self.0.retire_stale(&id, &request.stale).await?;
+        }
         let length = request.length;
         self.0
             .commit(|meta| {
@@ -252,9 +257,6 @@ impl MasterApi for Api {
                 Ok(Some(ev::LengthSet { file_id: id.clone(), length }.into()))
             })
             .await?;
-        if !request.stale.is_empty() {
-            self.0.retire_stale(&id, &request.stale).await?;
-        }
         Ok(msg::Empty {})
     }
 
@@ -263,7 +265,7 @@ impl MasterApi for Api {
         if request.addr.len() > MAX_ADDR {
             return Err(Status::invalid_argument("replica address too long"));
         }
-        self.0.condemn(ChunkHandle(request.handle), &request.addr).await?;
+        self.0.condemn(ChunkHandle(request.handle), &request.addr, ChunkVersion(request.version)).await?;
         Ok(msg::Empty {})
     }
 
@@ -305,8 +307,15 @@ impl MasterApi for Api {
             cluster.heartbeat(&meta, &request, socket, Instant::now(), &master.policy)
         };
         master.reported.notify_waiters();
-        for (handle, version) in outcome.adopt {
-            master.adopt(handle, version).await;
+        if !outcome.adopt.is_empty() {
+            // Not awaited here: the orders are already taken out of the queue, and a chunkserver
+            // whose call timed out while adoptions waited for the log would lose them.
+            let master = Arc::clone(master);
+            tokio::spawn(async move {
+                for (handle, version) in outcome.adopt {
+                    master.adopt(handle, version).await;
+                }
+            });
         }
         Ok(outcome.reply)
     }

@@ -37,6 +37,9 @@ pub(super) struct Policy {
     /// A lease needs this many current replicas: a leased chunk with fewer is fenced and cloned at
     /// once (it cannot get a new lease anyway), one with enough waits for its lease to end.
     pub min_replicas: usize,
+    /// How long a lease lasts: after a takeover, any chunk may hold a lease the previous master granted
+    /// until this much time has passed.
+    pub chunk_lease: Duration,
 }
 
 /// One chunkserver as its heartbeats describe it.
@@ -131,6 +134,22 @@ pub(super) struct Cluster {
     /// When this master became active; nothing is cloned and no orphan deleted before
     /// `active_since + chunkserver_timeout`.
     active_since: Option<Instant>,
+    /// The highest version this master raised each chunk to (or tried to), while above the log's:
+    /// the next raise goes past it (see [`plan::next_version`]).
+    raised_to: HashMap<ChunkHandle, ChunkVersion>,
+    /// The highest handle any chunkserver reported: new chunks are allocated above it.
+    highest_reported: u64,
+}
+
+/// What to do with a reader's report of a corrupt replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CorruptVerdict {
+    /// Not (or no longer) a current replica at the version read: nothing to do.
+    Ignored,
+    /// The chunk's last current replica: kept (a damaged copy holds more than none).
+    Kept,
+    /// Taken out of service and ordered deleted.
+    Condemned,
 }
 
 impl Cluster {
@@ -176,6 +195,8 @@ impl Cluster {
             }
         }
 
+        let reported = hb.chunks.iter().map(|c| c.handle).chain(hb.quarantined.iter().copied());
+        self.highest_reported = self.highest_reported.max(reported.max().unwrap_or(0));
         if hb.full {
             self.replace_replicas(&id, hb);
         } else {
@@ -335,34 +356,43 @@ impl Cluster {
     ) -> Option<ChunkVersion> {
         let key = (id.clone(), handle);
         if self.condemned.contains(&key) {
-            self.order_delete(id, handle, now);
+            self.order_delete(id, handle, version, now);
             return None;
         }
-        match plan::disposition(meta.version(handle), meta.is_garbage(handle), version) {
+        let live = meta.version(handle);
+        let current_held = live.is_some_and(|v| !self.current_replicas(handle, v, now, policy).is_empty());
+        match plan::disposition(live, meta.is_garbage(handle), version, current_held, settled) {
             Disposition::Current => {
                 self.orphans.remove(&key);
+                self.stale_since.remove(&key);
+                // Whatever was decided about it before (stale at an older version) no longer holds.
+                self.withdraw_deletes(id, handle);
                 None
             }
             Disposition::Stale => {
                 self.orphans.remove(&key);
                 if self.stale_for_long(&key, now, policy) {
-                    self.order_delete(id, handle, now);
+                    self.order_delete(id, handle, version, now);
                 }
                 None
             }
             Disposition::Garbage => {
                 self.orphans.remove(&key);
-                self.order_delete(id, handle, now);
+                self.order_delete(id, handle, ChunkVersion(0), now);
                 None
             }
             Disposition::Ahead => {
                 self.orphans.remove(&key);
                 Some(version)
             }
+            Disposition::Undecided => {
+                self.orphans.remove(&key);
+                None
+            }
             Disposition::Unknown => {
                 let first_seen = *self.orphans.entry(key).or_insert(now);
                 if plan::orphan_due(first_seen, now, policy.orphan_grace, settled) {
-                    self.order_delete(id, handle, now);
+                    self.order_delete(id, handle, ChunkVersion(0), now);
                 }
                 None
             }
@@ -384,14 +414,16 @@ impl Cluster {
             Some(version) => {
                 let others = self.current_replicas(handle, version, now, policy).iter().filter(|s| *s != id).count();
                 if others > 0 {
-                    self.order_delete(id, handle, now);
+                    // Its own version is unknown: at most the current one (the chunkserver deletes a
+                    // quarantined copy whatever it was).
+                    self.order_delete(id, handle, version, now);
                 }
             }
-            None if meta.is_garbage(handle) => self.order_delete(id, handle, now),
+            None if meta.is_garbage(handle) => self.order_delete(id, handle, ChunkVersion(0), now),
             None => {
                 let first_seen = *self.orphans.entry((id.clone(), handle)).or_insert(now);
                 if plan::orphan_due(first_seen, now, policy.orphan_grace, settled) {
-                    self.order_delete(id, handle, now);
+                    self.order_delete(id, handle, ChunkVersion(0), now);
                 }
             }
         }
@@ -403,8 +435,10 @@ impl Cluster {
         now.saturating_duration_since(since) >= policy.chunkserver_timeout
     }
 
-    /// Queues a delete of `handle` on `id`, unless one was ordered recently.
-    fn order_delete(&mut self, id: &ServerId, handle: ChunkHandle, now: Instant) {
+    /// Queues a delete of `handle` on `id` at a version up to `bound` (the version found unwanted; 0:
+    /// whatever version, for a handle that is not live), unless one was ordered recently. The bound
+    /// keeps a late delete from removing a copy made afterwards, such as a fresh clone.
+    fn order_delete(&mut self, id: &ServerId, handle: ChunkHandle, bound: ChunkVersion, now: Instant) {
         let key = (id.clone(), handle);
         if self.deletes.get(&key).is_some_and(|&at| now.saturating_duration_since(at) < DELETE_RETRY) {
             return;
@@ -416,11 +450,23 @@ impl Cluster {
         server.orders.push_back(Order {
             kind: OrderKind::Delete as i32,
             handle: handle.0,
-            version: 0,
+            version: bound.0,
             source: String::new(),
             read_token: Vec::new(),
         });
         self.deletes.insert(key, now);
+    }
+
+    /// Takes back the deletes of `handle` queued for `id` (not yet handed out): the master's view of
+    /// that replica changed (it is current again, a clone to it was ordered, it was just raised).
+    fn withdraw_deletes(&mut self, id: &ServerId, handle: ChunkHandle) {
+        let key = (id.clone(), handle);
+        if self.deletes.remove(&key).is_none() {
+            return;
+        }
+        if let Some(server) = self.servers.get_mut(id) {
+            server.orders.retain(|o| !(o.kind == OrderKind::Delete as i32 && o.handle == handle.0));
+        }
     }
 
     // ---- replicas and servers ---------------------------------------------------------------------
@@ -481,19 +527,80 @@ impl Cluster {
         loads
     }
 
-    /// Replicas just prepared at `version` for a lease, recorded before the log says so: until then
-    /// they are ahead of the log (adopted if the append never happens), never stale.
+    /// Replicas just prepared at `version`, recorded before the log says so (and whether or not it
+    /// ever will): until then they are ahead of the log.
     pub fn record_prepared(&mut self, handle: ChunkHandle, version: ChunkVersion, servers: &[ServerId]) {
         for id in servers {
             self.hold(id, handle, version);
+            self.withdraw_deletes(id, handle);
         }
+    }
+
+    /// The version the next raise of `handle`, logged at `logged`, goes to (see [`plan::next_version`]);
+    /// noted before any replica is asked, since a prepare that times out may still have happened.
+    pub fn next_raise(&mut self, handle: ChunkHandle, logged: ChunkVersion) -> ChunkVersion {
+        let seen = self.holders.get(&handle).into_iter().flat_map(|h| h.values()).copied();
+        let highest = seen.chain(self.raised_to.get(&handle).copied()).max();
+        let next = plan::next_version(logged, highest);
+        self.raised_to.insert(handle, next);
+        next
+    }
+
+    /// The highest chunk handle any chunkserver reported.
+    pub fn highest_reported(&self) -> u64 {
+        self.highest_reported
+    }
+
+    /// Live servers holding `handle` at `version` whose copy can still take writes at it: current
+    /// replicas and corrupt-but-not-yet-deleted ones (quarantined copies take none).
+    pub fn live_at(&self, handle: ChunkHandle, version: ChunkVersion, now: Instant, policy: &Policy) -> usize {
+        let Some(holders) = self.holders.get(&handle) else { return 0 };
+        holders
+            .iter()
+            .filter(|(id, v)| {
+                **v == version
+                    && self
+                        .servers
+                        .get(*id)
+                        .is_some_and(|s| s.alive(now, policy.chunkserver_timeout) && !s.quarantined.contains(&handle))
+            })
+            .count()
     }
 
     /// A reader found the replica on `id` corrupt: it is not listed from now on and is deleted on the
     /// server's next heartbeat.
     pub fn condemn(&mut self, id: &ServerId, handle: ChunkHandle, now: Instant) {
         self.condemned.insert((id.clone(), handle));
-        self.order_delete(id, handle, now);
+        let bound = self.servers.get(id).and_then(|s| s.chunks.get(&handle)).copied().unwrap_or(ChunkVersion(0));
+        if bound.0 > 0 {
+            self.order_delete(id, handle, bound, now);
+        }
+    }
+
+    /// A reader found the replica at `addr` corrupt while reading `handle` at `read`; `logged` is the
+    /// chunk's current version. Only a current replica at the version read is condemned (a report
+    /// made before a version raise says nothing about the copy now), and never the last one.
+    pub fn judge_corrupt(
+        &mut self,
+        addr: &str,
+        handle: ChunkHandle,
+        read: ChunkVersion,
+        logged: ChunkVersion,
+        now: Instant,
+        policy: &Policy,
+    ) -> CorruptVerdict {
+        let Some(id) = self.server_at(addr) else { return CorruptVerdict::Ignored };
+        let current = self.current_replicas(handle, logged, now, policy);
+        if read != logged || !current.contains(&id) {
+            return CorruptVerdict::Ignored;
+        }
+        if current.len() == 1 {
+            return CorruptVerdict::Kept;
+        }
+        self.condemn(&id, handle, now);
+        // The next lease is prepared on the remaining replicas only.
+        self.revoke(handle);
+        CorruptVerdict::Condemned
     }
 
     // ---- leases -----------------------------------------------------------------------------------
@@ -552,24 +659,29 @@ impl Cluster {
         self.clones.retain(|_, flights| !flights.is_empty());
         self.leases.retain(|_, lease| lease.expires > now);
         self.fenced.retain(|handle, version| meta.version(*handle) == Some(*version));
+        self.raised_to.retain(|handle, version| meta.version(*handle).is_some_and(|logged| logged < *version));
 
         // Live chunks: replicas off the current version, and shortfalls.
-        let mut deletes: Vec<(ServerId, ChunkHandle)> = Vec::new();
-        let mut stale: Vec<(ServerId, ChunkHandle)> = Vec::new();
+        // (server, chunk, the highest version the delete may remove)
+        let mut deletes: Vec<(ServerId, ChunkHandle, ChunkVersion)> = Vec::new();
+        let mut stale: Vec<(ServerId, ChunkHandle, ChunkVersion)> = Vec::new();
+        let mut fresh: Vec<(ServerId, ChunkHandle)> = Vec::new();
         let mut short = Vec::new();
         for (&handle, chunk) in &meta.chunks {
+            let current = self.current_replicas(handle, chunk.version, now, policy);
             let holders = self.holders.get(&handle);
             for (id, &version) in holders.into_iter().flatten() {
                 if !self.servers.get(id).is_some_and(|s| s.alive(now, timeout)) {
                     continue;
                 }
-                if version < chunk.version {
-                    stale.push((id.clone(), handle));
-                } else if version > chunk.version {
-                    outcome.adopt.push((handle, version));
+                match plan::disposition(Some(chunk.version), false, version, !current.is_empty(), settled) {
+                    // A replica judged stale before (ahead of the log, say) may be current now.
+                    Disposition::Current => fresh.push((id.clone(), handle)),
+                    Disposition::Stale => stale.push((id.clone(), handle, version)),
+                    Disposition::Ahead => outcome.adopt.push((handle, version)),
+                    _ => {}
                 }
             }
-            let current = self.current_replicas(handle, chunk.version, now, policy);
             if current.len() < policy.replication && settled {
                 let shortfall = self.shortfall(handle, chunk.version, current, now, policy);
                 let wanted = shortfall.current.len() + shortfall.in_flight < policy.replication;
@@ -599,7 +711,7 @@ impl Cluster {
                     outcome.forget.push(handle);
                 }
             } else {
-                deletes.extend(live.into_iter().map(|id| (id, handle)));
+                deletes.extend(live.into_iter().map(|id| (id, handle, ChunkVersion(0))));
             }
         }
 
@@ -611,19 +723,26 @@ impl Cluster {
         });
         for ((id, handle), &first_seen) in &self.orphans {
             if plan::orphan_due(first_seen, now, policy.orphan_grace, settled) {
-                deletes.push((id.clone(), *handle));
+                deletes.push((id.clone(), *handle, ChunkVersion(0)));
             }
         }
         self.condemned.retain(|(id, handle)| servers.get(id).is_some_and(|s| s.chunks.contains_key(handle)));
-        deletes.extend(self.condemned.iter().cloned());
-
-        for key in stale {
-            if self.stale_for_long(&key, now, policy) {
-                deletes.push(key);
+        for (id, handle) in &self.condemned {
+            if let Some(&version) = servers.get(id).and_then(|s| s.chunks.get(handle)) {
+                deletes.push((id.clone(), *handle, version));
             }
         }
-        for (id, handle) in deletes {
-            self.order_delete(&id, handle, now);
+
+        for key in fresh {
+            self.stale_since.remove(&key);
+        }
+        for (id, handle, version) in stale {
+            if self.stale_for_long(&(id.clone(), handle), now, policy) {
+                deletes.push((id, handle, version));
+            }
+        }
+        for (id, handle, bound) in deletes {
+            self.order_delete(&id, handle, bound, now);
         }
         outcome.adopt.sort();
         outcome.adopt.dedup_by_key(|(handle, _)| *handle);
@@ -644,6 +763,8 @@ impl Cluster {
                     continue;
                 }
                 destination.orders.push_back(order);
+                // A delete of an earlier copy there must not follow the clone.
+                self.withdraw_deletes(&clone.destination, clone.handle);
                 self.clones
                     .entry(clone.handle)
                     .or_default()
@@ -668,8 +789,10 @@ impl Cluster {
         holders.extend(self.servers.values().filter(|s| s.quarantined.contains(&handle)).map(|s| s.id.clone()));
         holders.extend(flights.iter().map(|f| f.destination.clone()));
         // A chunk that can still take writes waits for its lease to end; one below the lease minimum
-        // is fenced at once (its writers are stuck anyway).
-        let leased = self.leased(handle, now) && current.len() >= policy.min_replicas;
+        // is fenced at once (its writers are stuck anyway). Right after a takeover, any chunk may hold
+        // a lease the previous master granted.
+        let inherited = self.active_since.is_some_and(|since| now < since + policy.chunk_lease);
+        let leased = (inherited || self.leased(handle, now)) && current.len() >= policy.min_replicas;
         Shortfall { handle, version, current, holders, in_flight: flights.len(), leased }
     }
 

@@ -3,12 +3,16 @@
 //! A lease names the primary that orders a chunk's mutations. While one is valid (not expired, its
 //! primary alive) it is handed out again as is, with fresh tokens. A new lease first readies the
 //! replicas through the data plane's `Prepare` — creating a new chunk at version 1, or raising an
-//! existing chunk's current replicas from `v` to `v + 1` — and only then appends `ChunkAdded` or
-//! `VersionBumped`: a crash in between leaves replicas ahead of the log, which their next report
-//! adopts. A replica that missed the raise is recognisably stale from then on.
+//! existing chunk's current replicas from `v` past every version seen — and only then appends
+//! `ChunkAdded` or `VersionBumped`: a crash in between leaves replicas ahead of the log, which their
+//! next report adopts if no replica is current any more. A raise is logged only once it reached a
+//! majority of the replicas at the old version (see [`plan::raise_holds`]): until then the previous
+//! lease may still take writes on the others. A replica that missed a logged raise is recognisably
+//! stale from then on.
 //!
 //! Grants on one chunk are serialized (two concurrent requests never both raise its version); chunk
-//! allocation is serialized cluster-wide, because handles must reach the log in increasing order.
+//! allocation is serialized cluster-wide, because handles must reach the log in increasing order, and
+//! a handle once tried is never tried again (a failed allocation may leave empty copies behind).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,21 +23,23 @@ use edd_events::Token;
 use futures_util::future::join_all;
 use tonic::Status;
 
-use super::cluster::{ChunkLease, Cluster};
+use super::cluster::{ChunkLease, Cluster, CorruptVerdict};
 use super::node::{unix_ms, Master};
 use super::plan::{self, ServerId};
 use crate::chunk::{ChunkHandle, ChunkVersion};
 use crate::dataplane::{CapabilityToken, ChunkRef, TokenOp};
 use crate::rpc::messages::{Lease, StaleReplica};
 
-/// A write may name a chunk at most this far past the file's end (the chunks between are allocated).
-pub(super) const MAX_WRITE_GAP: u64 = crate::rpc::MAX_LOCATE as u64;
+/// A write may name a chunk at most this many chunks past the file's last one (each allocated under
+/// the cluster-wide allocation lock, so one request allocates at most this many).
+pub(super) const MAX_WRITE_GAP: u64 = 1;
 
 /// The chunk a lease request is about, given the file's chunk count; `Err` says why the request is
 /// impossible.
 ///
-/// A write names any chunk up to [`MAX_WRITE_GAP`] past the end. An append names the last chunk or the
-/// chunk count (for a new chunk); an earlier chunk is answered with the last one.
+/// A write names any chunk up to [`MAX_WRITE_GAP`] past the last one (with a gap of 1: at most the
+/// chunk count). An append names the last chunk or the chunk count (for a new chunk); an earlier chunk
+/// is answered with the last one.
 pub(super) fn lease_target(index: u32, append: bool, count: u64) -> Result<u32, String> {
     let wanted = u64::from(index);
     if append {
@@ -45,8 +51,8 @@ pub(super) fn lease_target(index: u32, append: bool, count: u64) -> Result<u32, 
             _ => Ok(index),
         };
     }
-    if wanted > count + MAX_WRITE_GAP {
-        return Err(format!("chunk {wanted} is more than {MAX_WRITE_GAP} chunks past the file's {count}"));
+    if wanted >= count + MAX_WRITE_GAP {
+        return Err(format!("the file has {count} chunks: a write names at most chunk {}", count + MAX_WRITE_GAP - 1));
     }
     Ok(index)
 }
@@ -60,7 +66,7 @@ impl Master {
         if u64::from(target) < count {
             return self.lease_existing(file, target, append).await;
         }
-        let allocating = self.alloc.lock().await;
+        let mut allocating = self.alloc.lock().await;
         // Another request may have allocated while this one waited.
         let count = self.chunk_count(file).await?;
         let target = lease_target(index, append, count).map_err(Status::invalid_argument)?;
@@ -71,7 +77,7 @@ impl Master {
         let mut lease = None;
         for next in count..=u64::from(target) {
             let next = u32::try_from(next).map_err(|_| Status::invalid_argument("chunk index out of range"))?;
-            lease = Some(self.allocate(file, next, append).await?);
+            lease = Some(self.allocate(file, next, append, &mut allocating).await?);
         }
         lease.ok_or_else(|| Status::internal("no chunk was allocated"))
     }
@@ -83,12 +89,17 @@ impl Master {
     }
 
     /// A new chunk at the end of `file`: replicas created at version 1 on the best live servers, then
-    /// `ChunkAdded`. The caller holds the allocation lock.
-    async fn allocate(&self, file: &Token, index: u32, append: bool) -> Result<Lease, Status> {
-        let handle = self.meta.read().await.next_handle();
-        let _chunk = self.chunk_locks.lock(handle).await;
+    /// `ChunkAdded`. The caller holds the allocation lock, which guards `tried`: the highest handle
+    /// tried so far.
+    async fn allocate(&self, file: &Token, index: u32, append: bool, tried: &mut u64) -> Result<Lease, Status> {
         let (policy, wanted) = (self.policy, self.config.min_replicas);
         self.await_reports(|cluster, now| cluster.live_loads(now, &policy).len() >= wanted).await?;
+        let last_logged = self.meta.read().await.next_handle().0.saturating_sub(1);
+        let handle = plan::next_handle(last_logged, *tried, self.cluster().highest_reported())
+            .ok_or_else(|| Status::resource_exhausted("no chunk handle is left"))?;
+        // Taken from here on, whatever happens next.
+        *tried = handle.0;
+        let _chunk = self.chunk_locks.lock(handle).await;
         let candidates = {
             let cluster = self.cluster();
             let loads = cluster.live_loads(Instant::now(), &self.policy);
@@ -126,14 +137,14 @@ impl Master {
         let reported = |cluster: &Cluster, now| cluster.current_replicas(handle, version, now, &policy).len() >= wanted;
         self.await_reports(reported).await?;
         let now = Instant::now();
-        let candidates = {
+        let (candidates, at_old) = {
             let cluster = self.cluster();
             if let Some(lease) = cluster.valid_lease(handle, version, now, &self.policy) {
                 return self.answer(&cluster, handle, index, lease, append);
             }
             let mut current = cluster.current_replicas(handle, version, now, &self.policy);
             plan::spread(handle, &mut current);
-            sockets(&cluster, current)
+            (sockets(&cluster, current), cluster.live_at(handle, version, now, &self.policy))
         };
         if candidates.len() < self.config.min_replicas {
             return Err(Status::unavailable(format!(
@@ -142,10 +153,11 @@ impl Master {
                 self.config.min_replicas
             )));
         }
-        let raised = ChunkVersion(version.0 + 1);
+        let raised = self.cluster().next_raise(handle, version);
         let prepared = self.prepare(handle, version, raised, candidates).await;
-        self.enough(&prepared)?;
         self.cluster().record_prepared(handle, raised, &prepared);
+        self.enough(&prepared)?;
+        self.check_raise(handle, &prepared, at_old)?;
         self.raise(handle, version, raised).await?;
         self.grant(handle, index, raised, &prepared, append)
     }
@@ -164,6 +176,18 @@ impl Master {
         })
         .await?;
         Ok(())
+    }
+
+    /// Whether a raise that reached `prepared` of the `at_old` live replicas at the old version may be
+    /// logged (see [`plan::raise_holds`]); if not, the raised replicas stay ahead of the log.
+    fn check_raise(&self, handle: ChunkHandle, prepared: &[ServerId], at_old: usize) -> Result<(), Status> {
+        if plan::raise_holds(prepared.len(), at_old, self.config.min_replicas) {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "the new version of chunk {handle} reached {} of its {at_old} replicas, too few to take it; retry",
+            prepared.len()
+        )))
     }
 
     fn enough(&self, prepared: &[ServerId]) -> Result<(), Status> {
@@ -295,7 +319,7 @@ impl Master {
             meta.version(handle).ok_or_else(|| Status::not_found(format!("chunk {handle} is not live")))?
         };
         let now = Instant::now();
-        let good = {
+        let (good, at_old) = {
             let cluster = self.cluster();
             let current = cluster.current_replicas(handle, version, now, &self.policy);
             // A replica that missed a mutation at an older version and is current now was raised after
@@ -311,19 +335,20 @@ impl Master {
                 return Ok(());
             }
             let good: Vec<ServerId> = current.into_iter().filter(|id| !stale.contains(id)).collect();
-            if good.is_empty() {
+            // The stale ones still take writes at the old version: they count against the raise.
+            let at_old = cluster.live_at(handle, version, now, &self.policy);
+            if !plan::raise_holds(good.len(), at_old, self.config.min_replicas) {
                 return Err(Status::failed_precondition(format!(
-                    "retiring those replicas would leave chunk {handle} without a current replica"
+                    "retiring those replicas would leave chunk {handle} with {} of its {at_old} replicas",
+                    good.len()
                 )));
             }
-            sockets(&cluster, good)
+            (sockets(&cluster, good), at_old)
         };
-        let raised = ChunkVersion(version.0 + 1);
+        let raised = self.cluster().next_raise(handle, version);
         let prepared = self.prepare(handle, version, raised, good).await;
-        if prepared.is_empty() {
-            return Err(Status::unavailable(format!("no replica of chunk {handle} could be raised; retry")));
-        }
         self.cluster().record_prepared(handle, raised, &prepared);
+        self.check_raise(handle, &prepared, at_old)?;
         self.raise(handle, version, raised).await?;
         self.cluster().revoke(handle);
         Ok(())
@@ -335,53 +360,53 @@ impl Master {
     pub async fn fence(&self, handle: ChunkHandle) -> Result<(), Status> {
         let _chunk = self.chunk_locks.lock(handle).await;
         let version = self.live_version(handle).await?;
-        let current = {
-            let cluster = self.cluster();
-            let current = cluster.current_replicas(handle, version, Instant::now(), &self.policy);
-            sockets(&cluster, current)
+        let (current, at_old, raised) = {
+            let mut cluster = self.cluster();
+            let now = Instant::now();
+            let current = cluster.current_replicas(handle, version, now, &self.policy);
+            let at_old = cluster.live_at(handle, version, now, &self.policy);
+            let raised = cluster.next_raise(handle, version);
+            (sockets(&cluster, current), at_old, raised)
         };
-        let raised = ChunkVersion(version.0 + 1);
         let prepared = self.prepare(handle, version, raised, current).await;
-        if prepared.is_empty() {
-            return Err(Status::unavailable(format!("no replica of chunk {handle} could be raised")));
-        }
         self.cluster().record_prepared(handle, raised, &prepared);
+        self.check_raise(handle, &prepared, at_old)?;
         self.raise(handle, version, raised).await?;
         self.cluster().fenced_at(handle, raised);
         Ok(())
     }
 
-    /// A reader found the replica at `addr` corrupt: it is not listed any more and is deleted, unless it
-    /// is the chunk's last current replica (a damaged copy holds more than none).
-    pub async fn condemn(&self, handle: ChunkHandle, addr: &str) -> Result<(), Status> {
+    /// A reader found the replica at `addr` corrupt while reading at version `read`: it is not listed
+    /// any more and is deleted, unless it is the chunk's last current replica (a damaged copy holds more
+    /// than none) or the report is about another version than the current one.
+    pub async fn condemn(&self, handle: ChunkHandle, addr: &str, read: ChunkVersion) -> Result<(), Status> {
         let Some(version) = self.meta.read().await.version(handle) else { return Ok(()) };
-        let now = Instant::now();
-        let mut cluster = self.cluster();
-        let Some(id) = cluster.server_at(addr) else { return Ok(()) };
-        let current = cluster.current_replicas(handle, version, now, &self.policy);
-        if !current.contains(&id) {
-            return Ok(());
-        }
-        if current.len() == 1 {
-            return Err(Status::failed_precondition(format!(
+        let verdict = self.cluster().judge_corrupt(addr, handle, read, version, Instant::now(), &self.policy);
+        match verdict {
+            CorruptVerdict::Ignored => Ok(()),
+            CorruptVerdict::Kept => Err(Status::failed_precondition(format!(
                 "{addr} holds the last current replica of chunk {handle}; it is kept"
-            )));
+            ))),
+            CorruptVerdict::Condemned => {
+                tracing::warn!(%addr, %handle, "replica reported corrupt; it will be deleted and replaced");
+                Ok(())
+            }
         }
-        tracing::warn!(server = %id, %handle, "replica reported corrupt; it will be deleted and replaced");
-        cluster.condemn(&id, handle, now);
-        // The next lease is prepared on the remaining replicas only.
-        cluster.revoke(handle);
-        Ok(())
     }
 
-    /// Adopts a version a replica reports above the log's (a grant whose append never happened).
+    /// Adopts a version a replica reports above the log's (a raise whose append never happened),
+    /// provided no live replica is current any more (checked again here: the cluster moves on).
     pub async fn adopt(&self, handle: ChunkHandle, version: ChunkVersion) {
         // Under the chunk's lock: a grant in progress raises versions before it appends.
         let _chunk = self.chunk_locks.lock(handle).await;
         let adopted = self
             .commit(|meta| match meta.version(handle) {
                 Some(current) if current < version => {
-                    Ok(Some(ev::VersionBumped { handle: handle.0, version: version.0 }.into()))
+                    let cluster = self.cluster();
+                    let now = Instant::now();
+                    let orphaned = cluster.settled(now, &self.policy)
+                        && cluster.current_replicas(handle, current, now, &self.policy).is_empty();
+                    Ok(orphaned.then(|| ev::VersionBumped { handle: handle.0, version: version.0 }.into()))
                 }
                 _ => Ok(None),
             })

@@ -11,11 +11,14 @@
 //! - **Commands** (`node`): serialized through one writer; each appends its event fenced on the last
 //!   applied sequence (another master's write makes this one step down) and applies it.
 //! - **Chunks** (`leases`, `cluster`, `plan`): locations come from heartbeats only; leases raise a
-//!   chunk's version on its replicas before logging it; stale, garbage, corrupt and (after a grace)
-//!   orphan replicas are ordered deleted; under-replicated chunks are fenced (version raised, so no
-//!   lease can write to the version copied) and cloned (`repair`). Nothing is cloned and no orphan
-//!   deleted before the takeover grace has passed, so a fresh master acts on full knowledge only;
-//!   during that grace, `Locate` and `LeaseChunk` wait for the replicas they need to report.
+//!   chunk's version on its replicas before logging it, and log it only once a majority of the
+//!   replicas took it; stale, garbage, corrupt and (after a grace) orphan replicas are ordered
+//!   deleted, each order bounded by the version it may remove; under-replicated chunks are fenced
+//!   (version raised, so no lease can write to the version copied) and cloned (`repair`). Nothing is
+//!   cloned, adopted or deleted as an orphan before the takeover grace has passed, so a fresh master
+//!   acts on full knowledge only (and a chunk with enough replicas is not fenced before the previous
+//!   master's leases may have ended); during that grace, `Locate` and `LeaseChunk` wait for the
+//!   replicas they need to report.
 //! - **Snapshots** (`snapshots`): every `snapshot_every` events and at a clean shutdown.
 //!
 //! Modules: `config`, `error`, `node` (shared state, the command path), `journal` (the stream),

@@ -60,8 +60,9 @@ pub(super) struct Master {
     pub conflicts: watch::Sender<u64>,
     /// Talks to chunkservers (prepare calls for leases).
     pub data: DataClient,
-    /// Serializes chunk allocation: handles must be appended in increasing order.
-    pub alloc: tokio::sync::Mutex<()>,
+    /// Serializes chunk allocation (handles must be appended in increasing order) and guards the
+    /// highest handle tried: a handle is never tried twice, even if its allocation failed.
+    pub alloc: tokio::sync::Mutex<u64>,
     /// Serializes lease grants and version raises per chunk.
     pub chunk_locks: KeyedLocks<ChunkHandle>,
     /// Notified whenever a chunkserver's report was taken (waiters for locations after a takeover).
@@ -89,6 +90,7 @@ impl Master {
             max_clones_in_flight: config.max_clones_in_flight,
             clone_timeout: config.clone_timeout,
             min_replicas: config.min_replicas,
+            chunk_lease: config.chunk_lease,
         };
         let data = DataClient::new(ClientConfig {
             connect_timeout: config.prepare_timeout.min(Duration::from_secs(3)),
@@ -106,7 +108,7 @@ impl Master {
             role: watch::Sender::new(Role::Standby { active: None }),
             conflicts: watch::Sender::new(0),
             data,
-            alloc: tokio::sync::Mutex::new(()),
+            alloc: tokio::sync::Mutex::new(0),
             chunk_locks: KeyedLocks::default(),
             since_snapshot: AtomicU64::new(0),
             snapshot_due: Notify::new(),
@@ -222,8 +224,9 @@ impl Master {
     /// event to append (or `None`: nothing to do); the event is checked, appended fenced on the last
     /// applied sequence, and applied at the sequence it got. Returns that sequence.
     ///
-    /// A conflict means another master wrote: this one steps down. An append with an unknown outcome
-    /// leaves the writer dirty, so the next command catches up first.
+    /// A conflict means another master wrote: this one steps down. The writer is dirty from before the
+    /// append until the event is applied, so an append with an unknown outcome — failed, timed out, or
+    /// this future dropped half-way (a cancelled call) — makes the next command catch up first.
     pub async fn commit<F>(&self, build: F) -> Result<Option<u64>, Status>
     where
         F: FnOnce(&MasterState) -> Result<Option<MetaEvent>, Status>,
@@ -244,30 +247,29 @@ impl Master {
             meta.check(&event).map_err(meta_status)?;
             (event, meta.last_seq())
         };
+        writer.dirty = true;
         let appended = tokio::time::timeout(APPEND_DEADLINE, self.journal.append(last_seq, &event)).await;
         let (seq, at) = match appended {
             Ok(Ok(landed)) => landed,
             Ok(Err(AppendError::Conflict { .. })) => {
+                // Nothing was appended; this master stops writing anyway.
+                writer.dirty = false;
                 tracing::warn!(id = %self.config.id, "another master appended to the GFS log; stepping down");
                 self.conflicts.send_modify(|n| *n += 1);
                 // Answered as a standby would: the client asks another master.
                 return Err(standby_status(None));
             }
-            Ok(Err(e)) => {
-                writer.dirty = true;
-                return Err(Status::unavailable(format!("the GFS log did not take the change: {e}")));
-            }
+            Ok(Err(e)) => return Err(Status::unavailable(format!("the GFS log did not take the change: {e}"))),
             Err(_) => {
-                writer.dirty = true;
-                return Err(Status::unavailable(format!("the GFS log did not confirm within {APPEND_DEADLINE:?}")));
+                return Err(Status::unavailable(format!("the GFS log did not confirm within {APPEND_DEADLINE:?}")))
             }
         };
         if let Err(e) = self.meta.write().await.apply_event(seq, at, &event) {
             // Checked just before under the same writer lock: only a bug gets here. Re-reading the log
-            // before the next command either applies it or stops this master.
-            writer.dirty = true;
+            // before the next command (the writer stays dirty) either applies it or stops this master.
             return Err(Status::internal(format!("an appended event did not apply: {e}")));
         }
+        writer.dirty = false;
         self.applied(1);
         Ok(Some(seq))
     }

@@ -48,28 +48,73 @@ pub(super) fn spread<T>(handle: ChunkHandle, items: &mut [T]) {
 pub(super) enum Disposition {
     /// A live chunk at its current version: a location.
     Current,
-    /// Below the current version: it missed mutations; delete it.
+    /// Off the current version while the chunk has current replicas: it missed mutations, or it was
+    /// raised by a version raise that was never logged (one that reached too few replicas); delete it
+    /// once it stayed so for a while.
     Stale,
-    /// Above the current version: the master granted a lease and died before logging the raise
-    /// (replicas are prepared before the log is written); adopt the reported version.
+    /// Above the current version while no live replica is at the current version: the master raised
+    /// the replicas and died before logging it; adopt the reported version.
     Ahead,
+    /// Above the current version before the takeover grace is over: other replicas may still report
+    /// the current version, so nothing is decided yet.
+    Undecided,
     /// A chunk of a deleted file: delete it.
     Garbage,
     /// Neither live nor garbage: an orphan (deleted after a grace period).
     Unknown,
 }
 
-/// `live`: the chunk's version if it is live; `garbage`: whether it belongs to a deleted file.
-pub(super) fn disposition(live: Option<ChunkVersion>, garbage: bool, reported: ChunkVersion) -> Disposition {
+/// `live`: the chunk's version if it is live; `garbage`: whether it belongs to a deleted file;
+/// `current_held`: whether some live replica is in service at the live version; `settled`: the master
+/// had every chunkserver's report (see [`orphan_due`]).
+///
+/// A version ahead of the log never holds acknowledged data the current replicas lack (no lease is
+/// handed out before its raise is logged), while the current replicas may hold writes made under the
+/// previous lease after the raise failed on a majority: so it is adopted only when nothing is current.
+pub(super) fn disposition(
+    live: Option<ChunkVersion>,
+    garbage: bool,
+    reported: ChunkVersion,
+    current_held: bool,
+    settled: bool,
+) -> Disposition {
     match live {
         Some(current) => match reported.cmp(&current) {
             Ordering::Equal => Disposition::Current,
             Ordering::Less => Disposition::Stale,
-            Ordering::Greater => Disposition::Ahead,
+            Ordering::Greater if current_held => Disposition::Stale,
+            Ordering::Greater if settled => Disposition::Ahead,
+            Ordering::Greater => Disposition::Undecided,
         },
         None if garbage => Disposition::Garbage,
         None => Disposition::Unknown,
     }
+}
+
+/// Whether a version raise that reached `raised` replicas may be logged, `at_old` being the live
+/// replicas that were at the old version (those left out of the raise, a stale one, included).
+///
+/// Writes under the previous lease need a majority of its replicas; once a majority of them refuse the
+/// old version, no write can be acknowledged at it any more, so the replicas left behind hold nothing
+/// the raised ones lack. Below that, the raise is not logged: the raised replicas are then ahead of the
+/// log and are retired (see [`disposition`]). A lease also needs `min_replicas`; a chunk with fewer
+/// live replicas than that (being fenced for repair) needs all of them.
+pub(super) fn raise_holds(raised: usize, at_old: usize, min_replicas: usize) -> bool {
+    raised > 0 && raised * 2 > at_old && raised >= min_replicas.min(at_old)
+}
+
+/// The version the next raise of a chunk at `logged` goes to: above every version any replica was
+/// ever seen at or raised to. A raise that was not logged may have left replicas at `logged + 1`
+/// while the others took writes at `logged`; raising to that version again would make them current
+/// without those writes.
+pub(super) fn next_version(logged: ChunkVersion, highest_known: Option<ChunkVersion>) -> ChunkVersion {
+    ChunkVersion(logged.max(highest_known.unwrap_or(logged)).0.saturating_add(1))
+}
+
+/// The handle for a new chunk: above the last one logged, every one tried before (a failed allocation
+/// may have left empty copies behind) and every one a chunkserver reported. `None`: none is left.
+pub(super) fn next_handle(last_logged: u64, tried: u64, reported: u64) -> Option<ChunkHandle> {
+    last_logged.max(tried).max(reported).checked_add(1).map(ChunkHandle)
 }
 
 /// Whether an orphan first seen at `first_seen` may be deleted now. `settled`: the master has been

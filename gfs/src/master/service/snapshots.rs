@@ -93,12 +93,17 @@ impl Master {
     }
 }
 
-/// Writes a snapshot whenever enough events were applied while this master is active.
+/// Writes a snapshot whenever enough events were applied while this master is active. Also checks
+/// every few seconds: events counted while it was a standby (or replayed at start) are due once it
+/// becomes active, and no notification says so.
 pub(super) async fn run_snapshots(master: Arc<Master>, mut stop: watch::Receiver<bool>) -> Result<(), MasterError> {
+    let mut check = tokio::time::interval(Duration::from_secs(5));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
             () = master.snapshot_due.notified() => {}
+            _ = check.tick() => {}
         }
         let due = master.since_snapshot.load(Ordering::Relaxed) >= master.config.snapshot_every;
         if !due || !master.is_active() {

@@ -10,7 +10,7 @@ use edd_events::Token;
 use time::OffsetDateTime;
 
 use super::api::check_heartbeat;
-use super::cluster::{ChunkLease, Cluster, Policy};
+use super::cluster::{ChunkLease, Cluster, CorruptVerdict, Policy};
 use super::leases::{lease_target, MAX_WRITE_GAP};
 use super::plan::{self, CloneLimits, Disposition, ServerId, ServerLoad, Shortfall};
 use crate::chunk::{ChunkHandle, ChunkVersion};
@@ -56,11 +56,54 @@ fn spreading_rotates_by_handle_and_keeps_every_item() {
 
 #[test]
 fn a_replica_is_current_stale_ahead_garbage_or_unknown() {
-    assert_eq!(plan::disposition(Some(V2), false, V2), Disposition::Current);
-    assert_eq!(plan::disposition(Some(V2), false, V1), Disposition::Stale);
-    assert_eq!(plan::disposition(Some(V2), false, V3), Disposition::Ahead);
-    assert_eq!(plan::disposition(None, true, V2), Disposition::Garbage);
-    assert_eq!(plan::disposition(None, false, V2), Disposition::Unknown);
+    assert_eq!(plan::disposition(Some(V2), false, V2, true, true), Disposition::Current);
+    assert_eq!(plan::disposition(Some(V2), false, V1, true, true), Disposition::Stale);
+    assert_eq!(plan::disposition(Some(V2), false, V3, false, true), Disposition::Ahead);
+    assert_eq!(plan::disposition(None, true, V2, false, true), Disposition::Garbage);
+    assert_eq!(plan::disposition(None, false, V2, false, true), Disposition::Unknown);
+}
+
+#[test]
+fn a_version_ahead_of_the_log_is_adopted_only_when_no_replica_is_current() {
+    // Others still at the logged version may hold writes the raised one lacks: it is stale.
+    assert_eq!(plan::disposition(Some(V2), false, V3, true, true), Disposition::Stale);
+    // A fresh master waits for every report before it decides.
+    assert_eq!(plan::disposition(Some(V2), false, V3, false, false), Disposition::Undecided);
+}
+
+#[test]
+fn a_raise_is_logged_only_once_a_majority_of_the_replicas_at_the_old_version_took_it() {
+    let min = 2;
+    // One of three: the other two could still acknowledge writes under the old lease.
+    assert!(!plan::raise_holds(1, 3, min));
+    assert!(plan::raise_holds(2, 3, min));
+    assert!(plan::raise_holds(3, 3, min));
+    // A stale replica left out of the raise still counts: two good of four is no majority.
+    assert!(!plan::raise_holds(2, 4, min));
+    // Two replicas: both.
+    assert!(!plan::raise_holds(1, 2, min));
+    // A lone survivor can be fenced for repair; nothing at all never holds.
+    assert!(plan::raise_holds(1, 1, min));
+    assert!(!plan::raise_holds(0, 0, min));
+    // The lease minimum holds when there are enough replicas for it.
+    assert!(!plan::raise_holds(2, 3, 3));
+}
+
+#[test]
+fn a_raise_goes_past_every_version_seen() {
+    assert_eq!(plan::next_version(V2, None), V3);
+    assert_eq!(plan::next_version(V2, Some(V1)), V3);
+    assert_eq!(plan::next_version(V2, Some(ChunkVersion(5))), ChunkVersion(6));
+}
+
+#[test]
+fn a_chunk_handle_is_never_tried_twice() {
+    assert_eq!(plan::next_handle(5, 0, 0), Some(ChunkHandle(6)));
+    // An allocation of 7 failed: 8 next, though the log still ends at 5.
+    assert_eq!(plan::next_handle(5, 7, 0), Some(ChunkHandle(8)));
+    // A chunkserver holds an orphan 9 (a previous master's failed allocation).
+    assert_eq!(plan::next_handle(5, 7, 9), Some(ChunkHandle(10)));
+    assert_eq!(plan::next_handle(u64::MAX, 0, 0), None);
 }
 
 #[test]
@@ -147,10 +190,13 @@ fn several_clones_of_one_chunk_read_from_different_sources() {
 
 #[test]
 fn lease_targets_follow_the_request_rules() {
-    // Writes: any chunk up to the gap past the end.
+    // Writes: any chunk up to the chunk count (one new chunk at most).
+    assert_eq!(MAX_WRITE_GAP, 1);
     assert_eq!(lease_target(0, false, 0), Ok(0));
-    assert_eq!(lease_target(5, false, 2), Ok(5));
-    assert!(lease_target(u32::try_from(2 + MAX_WRITE_GAP + 1).unwrap(), false, 2).is_err());
+    assert!(lease_target(1, false, 0).is_err());
+    assert_eq!(lease_target(1, false, 2), Ok(1));
+    assert_eq!(lease_target(2, false, 2), Ok(2));
+    assert!(lease_target(3, false, 2).is_err());
     // Appends: the last chunk, the next one, and an earlier one means the last.
     assert_eq!(lease_target(0, true, 0), Ok(0));
     assert!(lease_target(1, true, 0).is_err());
@@ -200,6 +246,7 @@ fn policy() -> Policy {
         max_clones_in_flight: 8,
         clone_timeout: Duration::from_secs(120),
         min_replicas: 2,
+        chunk_lease: Duration::from_secs(10),
     }
 }
 
@@ -216,6 +263,14 @@ fn heartbeat(server: &str, full: bool, chunks: &[(u64, u64)]) -> Heartbeat {
 
 fn socket() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9080))
+}
+
+/// The delete orders as (handle, version bound), by handle.
+fn delete_bounds(orders: &[Order]) -> Vec<(u64, u64)> {
+    let mut found: Vec<(u64, u64)> =
+        orders.iter().filter(|o| o.kind == OrderKind::Delete as i32).map(|o| (o.handle, o.version)).collect();
+    found.sort_unstable();
+    found
 }
 
 fn deletes(orders: &[Order]) -> Vec<u64> {
@@ -252,7 +307,9 @@ fn full_reports_sort_replicas_into_locations_deletes_adoptions_and_orphans() {
     // Garbage (10) is deleted at once; the stale replica (1 at v1 < v2) only once it stayed stale for a
     // chunkserver timeout (a report may be older than a version raise); the orphan (99) after its grace.
     assert_eq!(deletes(&out.reply.orders), [10]);
-    assert_eq!(out.adopt, [(ChunkHandle(3), ChunkVersion(5))]);
+    // Chunk 3 is ahead of the log and nothing else is current, but other servers may not have
+    // reported yet: it is adopted once the master settled (below).
+    assert!(out.adopt.is_empty());
     assert_eq!(cluster.current_replicas(ChunkHandle(2), V1, t0, &p), ids(&["a"]));
     assert!(cluster.current_replicas(ChunkHandle(1), V2, t0, &p).is_empty(), "a stale replica is no location");
 
@@ -263,6 +320,7 @@ fn full_reports_sort_replicas_into_locations_deletes_adoptions_and_orphans() {
     let confirmed = t0 + p.chunkserver_timeout;
     let out = cluster.heartbeat(&meta, &heartbeat("a", true, &report), socket(), confirmed, &p);
     assert_eq!(deletes(&out.reply.orders), [1]);
+    assert_eq!(out.adopt, [(ChunkHandle(3), ChunkVersion(5))]);
 
     let noop = |_: ChunkHandle, _: ChunkVersion, _: &str| Order::default();
     let mut at = confirmed;
@@ -472,4 +530,166 @@ fn heartbeats_are_bounded_before_use() {
     let mut no_port = heartbeat("cs-1", true, &[]);
     no_port.data_addr = "somewhere".into();
     assert!(check_heartbeat(&no_port).is_err());
+}
+
+// ---- review fixes: versions ahead, delete bounds, takeover leases, corrupt reports, handles ----------
+
+/// A cluster whose master took over at `t0` and settled, with `reports` (server, chunks) taken at the
+/// moment it settled.
+fn settled_cluster(meta: &MasterState, t0: Instant, reports: &[(&str, &[(u64, u64)])]) -> (Cluster, Instant) {
+    let mut cluster = Cluster::default();
+    let p = policy();
+    cluster.reset(Some(t0));
+    let settled = t0 + p.chunk_lease;
+    for (server, chunks) in reports {
+        cluster.heartbeat(meta, &heartbeat(server, true, chunks), socket(), settled, &p);
+    }
+    (cluster, settled)
+}
+
+#[test]
+fn a_replica_raised_alone_is_retired_not_adopted_while_others_are_current() {
+    // The log says 5; a raise to 6 reached only "a" and was not logged; "b" and "c" may since have
+    // acknowledged writes under the old lease.
+    let meta = state(&[(1, 5)], &[]);
+    let p = policy();
+    let t0 = Instant::now();
+    let (mut cluster, settled) = settled_cluster(&meta, t0, &[("b", &[(1, 5)]), ("c", &[(1, 5)])]);
+    let out = cluster.heartbeat(&meta, &heartbeat("a", true, &[(1, 6)]), socket(), settled, &p);
+    assert!(out.adopt.is_empty(), "{:?}", out.adopt);
+    let noop = |_: ChunkHandle, _: ChunkVersion, _: &str| Order::default();
+    assert!(cluster.repair(&meta, settled, &p, &noop).adopt.is_empty());
+    assert_eq!(cluster.current_replicas(ChunkHandle(1), ChunkVersion(5), settled, &p), ids(&["b", "c"]));
+    // Like a stale one, it goes once it stayed so for a chunkserver timeout, and only at version 6.
+    let later = settled + p.chunkserver_timeout;
+    cluster.repair(&meta, later, &p, &noop);
+    let out = cluster.heartbeat(&meta, &heartbeat("a", false, &[]), socket(), later, &p);
+    assert_eq!(delete_bounds(&out.reply.orders), [(1, 6)]);
+}
+
+#[test]
+fn a_version_ahead_is_adopted_once_settled_when_nothing_is_current() {
+    // Every replica was raised to 6 and the master died before logging it.
+    let meta = state(&[(1, 5)], &[]);
+    let p = policy();
+    let t0 = Instant::now();
+    let mut cluster = Cluster::default();
+    cluster.reset(Some(t0));
+    // The first report after a takeover: the others may still say 5.
+    let out = cluster.heartbeat(&meta, &heartbeat("a", true, &[(1, 6)]), socket(), t0, &p);
+    assert!(out.adopt.is_empty());
+    let settled = t0 + p.chunkserver_timeout;
+    let out = cluster.heartbeat(&meta, &heartbeat("a", true, &[(1, 6)]), socket(), settled, &p);
+    assert_eq!(out.adopt, [(ChunkHandle(1), ChunkVersion(6))]);
+}
+
+#[test]
+fn the_next_raise_skips_versions_replicas_were_raised_to_without_the_log() {
+    let meta = state(&[(1, 5)], &[]);
+    let t0 = Instant::now();
+    let (mut cluster, _) = settled_cluster(&meta, t0, &[("a", &[(1, 6)]), ("b", &[(1, 5)])]);
+    // "a" is at 6 without the writes "b" may have taken at 5: the raise must not make it current.
+    assert_eq!(cluster.next_raise(ChunkHandle(1), ChunkVersion(5)), ChunkVersion(7));
+    // A raise tried (and maybe half done) is not tried again at the same version.
+    assert_eq!(cluster.next_raise(ChunkHandle(1), ChunkVersion(5)), ChunkVersion(8));
+}
+
+#[test]
+fn the_replicas_at_the_old_version_include_corrupt_ones_that_still_take_writes() {
+    let meta = state(&[(1, 1)], &[]);
+    let p = policy();
+    let t0 = Instant::now();
+    let (mut cluster, settled) = settled_cluster(&meta, t0, &[("a", &[(1, 1)]), ("b", &[(1, 1)]), ("c", &[(1, 2)])]);
+    cluster.condemn(&id("b"), ChunkHandle(1), settled);
+    assert_eq!(cluster.current_replicas(ChunkHandle(1), V1, settled, &p), ids(&["a"]));
+    assert_eq!(cluster.live_at(ChunkHandle(1), V1, settled, &p), 2);
+    // So a fence that raises "a" alone is not logged while "b" is there.
+    assert!(!plan::raise_holds(1, cluster.live_at(ChunkHandle(1), V1, settled, &p), p.min_replicas));
+}
+
+#[test]
+fn right_after_a_takeover_every_chunk_may_be_leased() {
+    // Two current replicas (enough for a lease), one short of the target.
+    let meta = state(&[(1, 1)], &[]);
+    let p = Policy { chunk_lease: Duration::from_secs(30), ..policy() };
+    let t0 = Instant::now();
+    let mut cluster = Cluster::default();
+    cluster.reset(Some(t0));
+    let settled = t0 + p.chunkserver_timeout;
+    for (server, chunks) in [("a", &[(1, 1)][..]), ("b", &[(1, 1)][..]), ("c", &[][..])] {
+        cluster.heartbeat(&meta, &heartbeat(server, true, chunks), socket(), settled, &p);
+    }
+    let noop = |_: ChunkHandle, _: ChunkVersion, _: &str| Order::default();
+    // Settled, but a lease the previous master granted may still be in use: not fenced.
+    assert!(cluster.repair(&meta, settled, &p, &noop).fence.is_empty());
+    let free = t0 + p.chunk_lease;
+    for (server, chunks) in [("a", &[(1, 1)][..]), ("b", &[(1, 1)][..]), ("c", &[][..])] {
+        cluster.heartbeat(&meta, &heartbeat(server, true, chunks), socket(), free, &p);
+    }
+    assert_eq!(cluster.repair(&meta, free, &p, &noop).fence, [ChunkHandle(1)]);
+}
+
+#[test]
+fn delete_orders_carry_the_version_they_may_remove() {
+    // Chunk 1 at v3; chunk 10 is garbage.
+    let meta = state(&[(1, 3)], &[10]);
+    let p = policy();
+    let t0 = Instant::now();
+    let (mut cluster, settled) = settled_cluster(&meta, t0, &[("b", &[(1, 3)])]);
+    let out = cluster.heartbeat(&meta, &heartbeat("a", true, &[(1, 2), (10, 1)]), socket(), settled, &p);
+    // Garbage whatever its version.
+    assert_eq!(delete_bounds(&out.reply.orders), [(10, 0)]);
+    let noop = |_: ChunkHandle, _: ChunkVersion, _: &str| Order::default();
+    let later = settled + p.chunkserver_timeout;
+    cluster.heartbeat(&meta, &heartbeat("b", false, &[]), socket(), later, &p);
+    cluster.repair(&meta, later, &p, &noop);
+    let out = cluster.heartbeat(&meta, &heartbeat("a", false, &[]), socket(), later, &p);
+    // The stale copy up to the version it was seen at.
+    assert_eq!(delete_bounds(&out.reply.orders), [(1, 2)]);
+}
+
+#[test]
+fn a_queued_delete_is_withdrawn_when_the_replica_turns_current() {
+    let meta = state(&[(1, 2)], &[]);
+    let p = policy();
+    let t0 = Instant::now();
+    let (mut cluster, settled) = settled_cluster(&meta, t0, &[("a", &[(1, 1)]), ("b", &[(1, 2)])]);
+    let noop = |_: ChunkHandle, _: ChunkVersion, _: &str| Order::default();
+    // Stale long enough: a delete is queued for "a"'s next heartbeat...
+    let at = settled + p.chunkserver_timeout;
+    cluster.heartbeat(&meta, &heartbeat("b", false, &[]), socket(), at, &p);
+    cluster.repair(&meta, at, &p, &noop);
+    // ...which reports the chunk at the current version (it was raised after all): no delete.
+    let out = cluster.heartbeat(&meta, &heartbeat("a", false, &[(1, 2)]), socket(), at, &p);
+    assert!(deletes(&out.reply.orders).is_empty(), "{:?}", out.reply.orders);
+    assert_eq!(cluster.current_replicas(ChunkHandle(1), V2, at, &p), ids(&["a", "b"]));
+}
+
+#[test]
+fn a_corrupt_report_about_an_older_version_condemns_nothing() {
+    let meta = state(&[(1, 2)], &[]);
+    let p = policy();
+    let t0 = Instant::now();
+    let (mut cluster, at) = settled_cluster(&meta, t0, &[("a", &[(1, 2)]), ("b", &[(1, 2)])]);
+    let judge = |cluster: &mut Cluster, addr: &str, read| cluster.judge_corrupt(addr, ChunkHandle(1), read, V2, at, &p);
+    // Read at version 1, before the raise: the copy now is another one.
+    assert_eq!(judge(&mut cluster, "a.gfs:9080", V1), CorruptVerdict::Ignored);
+    assert_eq!(judge(&mut cluster, "nowhere:9080", V2), CorruptVerdict::Ignored);
+    assert_eq!(cluster.current_replicas(ChunkHandle(1), V2, at, &p), ids(&["a", "b"]));
+    assert_eq!(judge(&mut cluster, "a.gfs:9080", V2), CorruptVerdict::Condemned);
+    assert_eq!(judge(&mut cluster, "b.gfs:9080", V2), CorruptVerdict::Kept, "the last current replica");
+    assert_eq!(cluster.current_replicas(ChunkHandle(1), V2, at, &p), ids(&["b"]));
+}
+
+#[test]
+fn reported_handles_raise_the_allocation_floor() {
+    let meta = state(&[(1, 1)], &[]);
+    let mut cluster = Cluster::default();
+    let t0 = Instant::now();
+    cluster.reset(Some(t0));
+    assert_eq!(cluster.highest_reported(), 0);
+    let mut hb = heartbeat("a", true, &[(1, 1), (99, 1)]);
+    hb.quarantined = vec![120];
+    cluster.heartbeat(&meta, &hb, socket(), t0, &policy());
+    assert_eq!(cluster.highest_reported(), 120);
 }
