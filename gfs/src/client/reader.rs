@@ -1,9 +1,9 @@
 //! [`GfsReader`]: a range of a file as a `tokio::io::AsyncRead`.
 //!
 //! A background task (started on the first read) reads the range in pieces of [`READ_PIECE`] bytes,
-//! each ending at a chunk boundary at the latest, and hands them over through a channel of one: it
-//! reserves the slot before it fetches, so at most the piece being consumed and the one fetched ahead
-//! are held. Where the range ends is fixed when the task starts: the committed length then, if the
+//! each ending at a chunk boundary at the latest, [`READ_AHEAD`] pieces at a time (from different
+//! replicas, so one chunkserver's disk and checksumming are not the limit), and hands them over in order
+//! through a channel of one: at most `READ_AHEAD + 2` pieces are held. Where the range ends is fixed when the task starts: the committed length then, if the
 //! caller gave no length (or a longer one). Dropping the reader stops the task.
 
 use std::io;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -21,6 +22,9 @@ use crate::chunk::CHUNK_SIZE;
 
 /// Bytes fetched per step of a [`GfsReader`].
 pub const READ_PIECE: u64 = 4 * 1024 * 1024;
+
+/// Pieces fetched at once: the reader holds at most this many plus the one being consumed.
+pub const READ_AHEAD: usize = 3;
 
 pub struct GfsReader {
     state: State,
@@ -107,26 +111,42 @@ async fn fetch(
             return;
         }
     };
-    let mut pos = offset;
-    while pos < end {
-        // Wait for room before fetching, so only one piece is ever held ahead of the caller.
-        let Ok(slot) = tx.reserve().await else { return };
-        let boundary = (pos / CHUNK_SIZE + 1) * CHUNK_SIZE;
-        let n = (end - pos).min(READ_PIECE).min(boundary - pos);
-        match client.read_at(&file, pos, n).await {
-            Ok(piece) if piece.len() as u64 == n => {
-                pos += n;
-                slot.send(Ok(piece));
-            }
-            Ok(piece) => {
-                let error = format!("file {file} gave {} bytes at {pos} where {n} are committed", piece.len());
-                slot.send(Err(GfsError::Internal(error)));
-                return;
-            }
-            Err(error) => {
-                slot.send(Err(error));
-                return;
+    // The pieces, fetched [`READ_AHEAD`] at a time (each read picks the next replica in rotation, so
+    // concurrent pieces come from different chunkservers) and delivered in order.
+    let pieces = piece_ranges(offset, end).map(|(pos, n)| {
+        let (client, file) = (client.clone(), Arc::clone(&file));
+        async move {
+            match client.read_at(&file, pos, n).await {
+                Ok(piece) if piece.len() as u64 == n => Ok(piece),
+                Ok(piece) => Err(GfsError::Internal(format!(
+                    "file {file} gave {} bytes at {pos} where {n} are committed",
+                    piece.len()
+                ))),
+                Err(error) => Err(error),
             }
         }
+    });
+    let mut pieces = futures_util::stream::iter(pieces).buffered(READ_AHEAD);
+    while let Some(piece) = pieces.next().await {
+        let failed = piece.is_err();
+        if tx.send(piece).await.is_err() || failed {
+            return;
+        }
     }
+}
+
+/// `(position, length)` of each piece of `offset..end`: at most [`READ_PIECE`] bytes, never across a
+/// chunk boundary.
+fn piece_ranges(offset: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut pos = offset;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let boundary = (pos / CHUNK_SIZE + 1) * CHUNK_SIZE;
+        let n = (end - pos).min(READ_PIECE).min(boundary - pos);
+        let piece = (pos, n);
+        pos += n;
+        Some(piece)
+    })
 }
