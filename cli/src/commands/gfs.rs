@@ -316,7 +316,26 @@ fn file_json(f: &FileInfo) -> serde_json::Value {
     })
 }
 
+/// Each configured master on its own: its id, whether it is active, how far it has read the log.
+async fn masters(args: &ClientArgs) -> Result<Vec<serde_json::Value>> {
+    let secret = client_secret(&args.home, false)?;
+    let mut out = Vec::new();
+    for addr in &args.masters {
+        let mut config = GfsConfig::new(vec![addr.clone()], secret.clone());
+        config.master.failover_timeout = Duration::from_secs(2);
+        config.master.call_timeout = Duration::from_secs(5);
+        let row = match GfsClient::new(config)?.status().await {
+            Ok(s) => json!({"addr": addr, "id": s.master_id, "role": if s.active { "active" } else { "standby" },
+                            "last_seq": s.last_seq}),
+            Err(e) => json!({"addr": addr, "role": "unreachable", "error": e.to_string()}),
+        };
+        out.push(row);
+    }
+    Ok(out)
+}
+
 async fn status(args: ClientArgs) -> Result<()> {
+    let masters = masters(&args).await?;
     let status = client(&args)?.status().await?;
     let servers: Vec<serde_json::Value> = status
         .chunkservers
@@ -330,7 +349,7 @@ async fn status(args: ClientArgs) -> Result<()> {
         "master": status.master_id, "active": status.active, "active_addr": status.active_addr,
         "last_seq": status.last_seq, "files": status.files, "chunks": status.chunks,
         "under_replicated": status.under_replicated, "missing": status.missing, "garbage": status.garbage,
-        "clones_in_flight": status.clones_in_flight, "chunkservers": servers,
+        "clones_in_flight": status.clones_in_flight, "chunkservers": servers, "masters": masters,
     });
     if args.output.json {
         return output::print_json(&answer);
@@ -349,6 +368,15 @@ async fn status(args: ClientArgs) -> Result<()> {
             ("clones in flight", status.clones_in_flight.to_string()),
         ])
     );
+    let rows: Vec<Vec<String>> = masters
+        .iter()
+        .map(|m| {
+            let field = |k: &str| output::cell(&m[k]);
+            vec![field("addr"), field("id"), field("role"), field("last_seq")]
+        })
+        .collect();
+    println!();
+    print!("{}", output::table(&["MASTER", "ID", "ROLE", "LOG SEQUENCE"], &rows));
     let rows: Vec<Vec<String>> = status
         .chunkservers
         .iter()

@@ -1,14 +1,16 @@
 //! Serving a [`MasterApi`] on a TCP listener: cleartext HTTP/2 (prior knowledge), every call
-//! authenticated before its body is read, every call bounded in time.
+//! authenticated before its body is read, every call bounded in time; connections bounded in number,
+//! pinged, and closed when idle; refusals logged at a bounded rate.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -22,11 +24,21 @@ pub struct ServeOptions {
     pub max_streams: u32,
     /// After shutdown: how long calls in progress may take.
     pub shutdown_grace: Duration,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// A connection with no call in progress for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { call_timeout: Duration::from_secs(30), max_streams: 256, shutdown_grace: Duration::from_secs(5) }
+        ServeOptions {
+            call_timeout: Duration::from_secs(30),
+            max_streams: 256,
+            shutdown_grace: Duration::from_secs(5),
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -40,6 +52,7 @@ pub async fn serve<A: MasterApi>(
 ) -> io::Result<()> {
     tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
+    let refusals = Arc::new(Refusals::default());
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -52,17 +65,34 @@ pub async fn serve<A: MasterApi>(
                         continue;
                     }
                 };
+                if connections.len() >= options.max_connections {
+                    refusals.note(peer, "connection refused: too many open connections");
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
-                let (api, auth) = (Arc::clone(&api), Arc::clone(&auth));
+                let (api, auth, refusals) = (Arc::clone(&api), Arc::clone(&auth), Arc::clone(&refusals));
                 connections.spawn(async move {
+                    let activity = Arc::new(Activity::default());
+                    let seen = Arc::clone(&activity);
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (api, auth) = (Arc::clone(&api), Arc::clone(&auth));
-                        async move { Ok::<_, Infallible>(call(api, &auth, options, peer, req).await) }
+                        let (api, auth, refusals, seen) =
+                            (Arc::clone(&api), Arc::clone(&auth), Arc::clone(&refusals), Arc::clone(&seen));
+                        async move {
+                            let _busy = seen.start();
+                            Ok::<_, Infallible>(call(api, &auth, &refusals, options, peer, req).await)
+                        }
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .keep_alive_interval(Some(Duration::from_secs(30)))
+                        .keep_alive_timeout(Duration::from_secs(10))
                         .max_concurrent_streams(options.max_streams)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Closed once idle: a peer that connects and never calls holds nothing for long.
+                    tokio::select! {
+                        _ = connection => {}
+                        () = activity.idle_for(options.idle_timeout) => {}
+                    }
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -80,13 +110,14 @@ pub async fn serve<A: MasterApi>(
 async fn call<A: MasterApi>(
     api: Arc<A>,
     auth: &Authenticator,
+    refusals: &Refusals,
     options: ServeOptions,
     peer: std::net::SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<tonic::body::Body> {
     let header = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let Some(role) = auth.verify(header) else {
-        tracing::warn!(%peer, path = req.uri().path(), "gfs master call without a valid credential refused");
+        refusals.note(peer, "gfs master call without a valid credential refused");
         return tonic::Status::unauthenticated("a valid GFS credential is required").into_http();
     };
     let path = req.uri().path().to_owned();
@@ -98,5 +129,70 @@ async fn call<A: MasterApi>(
         Ok(response) => response,
         Err(_) => tonic::Status::deadline_exceeded(format!("{method} took longer than {:?}", options.call_timeout))
             .into_http(),
+    }
+}
+
+/// Calls in progress on one connection, and when the last one ended.
+#[derive(Default)]
+struct Activity {
+    busy: AtomicUsize,
+    /// Milliseconds since `EPOCH` when a call last ended.
+    last_ms: AtomicU64,
+}
+
+/// Process-wide start of the clock `Activity` counts in.
+static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+fn now_ms() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+struct Busy<'a>(&'a Activity);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.last_ms.store(now_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    fn start(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(self)
+    }
+
+    /// Completes once no call has been in progress for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        self.last_ms.store(now_ms(), Ordering::Relaxed);
+        loop {
+            let idle = Duration::from_millis(now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)));
+            if self.busy.load(Ordering::Relaxed) == 0 && idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit.saturating_sub(idle).max(Duration::from_secs(1))).await;
+        }
+    }
+}
+
+/// Refused peers, logged at most once a second (with how many were not logged), so that a flood of
+/// bad calls cannot flood the log.
+#[derive(Default)]
+struct Refusals {
+    last_logged_ms: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl Refusals {
+    fn note(&self, peer: std::net::SocketAddr, what: &'static str) {
+        let now = now_ms().max(1);
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= 1000;
+        if due && self.last_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let unlogged = self.unlogged.swap(0, Ordering::Relaxed);
+            tracing::warn!(%peer, unlogged, "{what}");
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
