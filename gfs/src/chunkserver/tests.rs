@@ -24,7 +24,7 @@ use crate::chunk::{ChunkHandle, ChunkVersion};
 use crate::dataplane::{CapabilityToken, ChunkRef, ClientConfig, DataClient, TokenOp};
 use crate::rpc::messages::{self, *};
 use crate::rpc::{Authenticator, MasterApi, ServeOptions};
-use crate::test_support::TempDir;
+use crate::test_support::{pattern, TempDir};
 
 const KEY: &[u8] = &[0x42; 32];
 const CLIENT_SECRET: &[u8] = b"client-secret-for-tests-0123";
@@ -41,19 +41,6 @@ fn token(op: TokenOp, handle: ChunkHandle, version: u64) -> CapabilityToken {
 
 fn data_client() -> DataClient {
     DataClient::new(ClientConfig { reply_timeout: Duration::from_secs(20), ..ClientConfig::default() })
-}
-
-/// Bytes that differ from position to position and seed to seed, so a misplaced piece shows.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Polls `check` until it gives a value; fails the test after [`WAIT`].

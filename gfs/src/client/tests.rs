@@ -22,32 +22,11 @@ use super::*;
 use crate::chunk::{ChunkHandle, ChunkStore, CHUNK_SIZE};
 use crate::dataplane::{ClusterKey, DataServer, ServerConfig, MAX_RECORD};
 use crate::rpc::{Authenticator, ServeOptions};
-use crate::test_support::TempDir;
+use crate::test_support::{assert_same, pattern, TempDir};
 
 const CLUSTER_KEY: [u8; 32] = [0x5a; 32];
 const CLIENT_SECRET: &[u8] = b"client-secret-of-the-tests";
 const MIB: u64 = 1024 * 1024;
-
-/// Bytes that differ from position to position and seed to seed, so a misplaced piece shows.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-#[track_caller]
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("{what}: first difference at byte {at}: {} != {}", got[at], want[at]);
-    }
-}
 
 /// One data server: a store in its own directory, served on an ephemeral port.
 struct Node {

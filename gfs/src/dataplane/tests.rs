@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::frame::{self, Op, Reply, Request, Response};
 use super::*;
 use crate::chunk::{ChunkStore, CHUNK_SIZE};
-use crate::test_support::TempDir;
+use crate::test_support::{assert_same, pattern, TempDir};
 
 const H: ChunkHandle = ChunkHandle(0x0000_0000_00da_7a01);
 const V1: ChunkVersion = ChunkVersion(1);
@@ -51,27 +51,6 @@ fn config(key: Arc<ClusterKey>) -> ServerConfig {
     let mut config = ServerConfig::new(key);
     config.deadlines.replicate = REPLICATE;
     config
-}
-
-/// Bytes that differ from position to position and seed to seed, so a misplaced piece shows.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-#[track_caller]
-fn assert_same(got: &[u8], want: &[u8], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
-        panic!("{what}: first difference at byte {at}: {} != {}", got[at], want[at]);
-    }
 }
 
 /// One replica: a store in its own directory, served on an ephemeral port.
