@@ -123,6 +123,8 @@ pub(super) async fn run_election(
 enum Wake {
     TookOver(Result<(), super::journal::FollowError>),
     Renew,
+    /// The last renewal is older than the give-up time.
+    Expired,
     Superseded,
     Stop,
 }
@@ -150,6 +152,9 @@ async fn serve_term(
                 }
             }, if takeover.is_some() => Wake::TookOver(result),
             () = tokio::time::sleep_until(next_renewal) => Wake::Renew,
+            // Whatever a renewal in progress is doing: past this, the key may have expired and a standby
+            // may hold it, so this master must not act as the active one a moment longer.
+            () = tokio::time::sleep_until(renewed_at + timing.give_up) => Wake::Expired,
             _ = conflicts.changed() => Wake::Superseded,
             _ = stop.wait_for(|stopped| *stopped) => Wake::Stop,
         };
@@ -164,7 +169,9 @@ async fn serve_term(
             }
             Wake::Renew => {
                 let sent = Instant::now();
-                match timeout(timing.op, kv.update(ACTIVE_KEY, value.clone(), revision)).await {
+                // Never wait on a renewal past the moment the lease must be given up.
+                let budget = timing.op.min((renewed_at + timing.give_up).saturating_duration_since(sent));
+                match timeout(budget, kv.update(ACTIVE_KEY, value.clone(), revision)).await {
                     Ok(Ok(next)) => {
                         revision = next;
                         renewed_at = sent;
@@ -179,7 +186,7 @@ async fn serve_term(
                     failed => {
                         let error = match failed {
                             Ok(Err(e)) => e.to_string(),
-                            _ => format!("no answer within {:?}", timing.op),
+                            _ => format!("no answer within {budget:?}"),
                         };
                         if sent.saturating_duration_since(renewed_at) >= timing.give_up {
                             tracing::warn!(%error, "GFS master lease could not be renewed in time; stepping down");
@@ -191,6 +198,12 @@ async fn serve_term(
                         next_renewal = Instant::now() + timing.retry;
                     }
                 }
+            }
+            Wake::Expired => {
+                tracing::warn!("GFS master lease could not be renewed in time; stepping down");
+                drop(takeover.take());
+                master.step_down();
+                return TermEnd::Lost;
             }
             Wake::Superseded => {
                 drop(takeover.take());
