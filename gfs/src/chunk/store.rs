@@ -171,6 +171,26 @@ impl ChunkStore {
         self.mutate(handle, move |dir, state| ops::delete(dir, handle, state)).await
     }
 
+    /// Removes the chunk's files unless it is in service at a version above `bound` (then it is kept and
+    /// its version returned). The version is checked under the chunk's lock, so no version raise or clone
+    /// can land between the check and the removal. `None` removes any version; a quarantined chunk is
+    /// always removed.
+    pub async fn delete_at_most(
+        &self,
+        handle: ChunkHandle,
+        bound: Option<ChunkVersion>,
+    ) -> Result<Option<ChunkVersion>, ChunkError> {
+        self.mutate(handle, move |dir, state| {
+            if let (Some(bound), ChunkState::Live(meta)) = (bound, &*state) {
+                if meta.version > bound {
+                    return Ok(Some(meta.version));
+                }
+            }
+            ops::delete(dir, handle, state).map(|()| None)
+        })
+        .await
+    }
+
     /// Reads the whole chunk and checks every block: [`ChunkError::Corrupt`] names the first bad one.
     /// The chunk stays in service (its good blocks still read); the caller decides what to do with it.
     pub async fn verify(&self, handle: ChunkHandle) -> Result<ChunkInfo, ChunkError> {

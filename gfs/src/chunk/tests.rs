@@ -478,3 +478,25 @@ async fn a_busy_chunk_does_not_hold_up_the_others() {
         .expect("released")
         .expect("write");
 }
+
+#[tokio::test]
+async fn a_bounded_delete_keeps_a_newer_copy_and_removes_an_older_or_quarantined_one() {
+    let dir = TempDir::new("bounded-delete");
+    let (newer, quarantined) = (ChunkHandle(H.0 + 1), ChunkHandle(H.0 + 2));
+    let store = store_with(&dir, H).await;
+    store.create(newer, V1).await.expect("create");
+    store.set_version(newer, ChunkVersion(3)).await.expect("raise");
+    store.create(quarantined, ChunkVersion(9)).await.expect("create");
+    store.quarantine(quarantined, QuarantineReason::Corrupt { block: 0 }).await.expect("quarantine");
+
+    // An order to delete "version 2 or older" finds version 3: the copy stays, its version is named.
+    assert_eq!(store.delete_at_most(newer, Some(ChunkVersion(2))).await.expect("kept"), Some(ChunkVersion(3)));
+    assert_eq!(store.stat(newer).map(|c| c.version), Some(ChunkVersion(3)));
+    assert_eq!(store.delete_at_most(newer, Some(ChunkVersion(3))).await.expect("deleted"), None);
+    assert!(store.stat(newer).is_none());
+    // Unbounded, and quarantined copies whatever the bound: removed.
+    assert_eq!(store.delete_at_most(H, None).await.expect("deleted"), None);
+    assert_eq!(store.delete_at_most(quarantined, Some(ChunkVersion(1))).await.expect("deleted"), None);
+    assert!(store.report().is_empty() && store.quarantined().is_empty());
+    assert!(matches!(store.delete_at_most(H, None).await, Err(ChunkError::NotFound(_))));
+}

@@ -74,14 +74,13 @@ async fn work(
                 None => return,
             },
         };
-        let bound = lock(&pending).get(&handle).copied().unwrap_or(ChunkVersion(0));
-        if let Some(kept) = too_new(&store, handle, bound) {
-            tracing::info!(%handle, version = %kept, %bound, "chunk newer than the delete order allows; kept");
-            lock(&pending).remove(&handle);
-            continue;
-        }
-        match tokio::time::timeout(DELETE_TIMEOUT, store.delete(handle)).await {
-            Ok(Ok(())) => tracing::info!(%handle, "chunk deleted by order of the master"),
+        // Bound 0: the master knows no live version of this chunk (garbage, orphan) — any copy goes.
+        let bound = lock(&pending).get(&handle).copied().filter(|bound| bound.0 != 0);
+        match tokio::time::timeout(DELETE_TIMEOUT, store.delete_at_most(handle, bound)).await {
+            Ok(Ok(None)) => tracing::info!(%handle, "chunk deleted by order of the master"),
+            Ok(Ok(Some(kept))) => {
+                tracing::info!(%handle, version = %kept, ?bound, "chunk newer than the delete order allows; kept")
+            }
             // Already gone (deleted twice, or never here): the order is fulfilled.
             Ok(Err(ChunkError::NotFound(_))) => tracing::debug!(%handle, "chunk to delete was not here"),
             Ok(Err(error)) => {
@@ -91,13 +90,6 @@ async fn work(
         }
         lock(&pending).remove(&handle);
     }
-}
-
-/// The version of `handle` here if it is above `bound` (and `bound` is not 0): the copy a delete order
-/// must keep. A quarantined copy has no version in service and is always deleted.
-pub(crate) fn too_new(store: &ChunkStore, handle: ChunkHandle, bound: ChunkVersion) -> Option<ChunkVersion> {
-    let version = store.stat(handle)?.version;
-    (bound.0 != 0 && version > bound).then_some(version)
 }
 
 #[cfg(test)]
