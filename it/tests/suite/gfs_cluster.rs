@@ -427,3 +427,36 @@ async fn peers_without_valid_credentials_or_tokens_are_refused() {
     let read = data.read(addr, chunk, 0, 12, &token).await;
     assert_eq!(read.err().and_then(|e| e.code()), Some(edd_gfs::dataplane::ErrorCode::Unauthorized));
 }
+
+#[tokio::test]
+async fn a_write_survives_nats_dying_under_the_master_and_nothing_acknowledged_is_lost() {
+    let mut env = TestEnv::new().await.expect("env");
+    let c = cluster(&env, 1, 3, Timing::default()).await;
+    let gfs = c.client().expect("client");
+    gfs.create_namespace("ns").await.expect("namespace");
+    let file = gfs.create("ns", "/f").await.expect("create");
+    let len = 256 * MIB;
+    let (writer_gfs, writer_file) = (gfs.clone(), file.clone());
+    let write = tokio::spawn(async move { write_pattern(&writer_gfs, &writer_file, 13, len).await });
+    eventually(Duration::from_secs(120), "the write to pass 64 MiB", || async {
+        Ok((gfs.stat("ns", "/f").await?.length >= 64 * MIB).then_some(()))
+    })
+    .await
+    .expect("progress");
+
+    // The log goes away under the master: it cannot record chunks or lengths, and gives up being active.
+    env.nats.kill().await.expect("kill nats");
+    eventually(Duration::from_secs(30), "the master to step down", || async {
+        Ok(gfs.status().await.ok().filter(|s| !s.active).map(drop))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", c.logs()));
+    env.nats.restart().await.expect("restart nats");
+
+    // The writer's retries carry it through; everything reads back.
+    let written = write.await.expect("join").unwrap_or_else(|e| panic!("write failed: {e:#}\n{}", c.logs()));
+    let file = gfs.stat("ns", "/f").await.expect("stat");
+    assert_eq!(file.length, len);
+    let (read, n) = read_sha(&gfs, &file, 0, None).await.expect("read");
+    assert_eq!((read, n), (written, len), "every acknowledged byte reads back intact");
+}
