@@ -54,11 +54,14 @@ pub struct MasterArgs {
     /// The address clients and chunkservers reach this master at [default: the listen address].
     #[arg(long, env = "EDD_GFS_ADVERTISE")]
     advertise: Option<String>,
-    /// This master's id (unique among the masters) [default: the host name and port].
+    /// This master's id (unique among the masters) [default: master-<listen port>].
     #[arg(long, env = "EDD_GFS_MASTER_ID")]
     id: Option<String>,
     #[command(flatten)]
     timing: MasterTiming,
+    /// Copies of the GFS stream, the election bucket and the snapshot bucket (3 on a cluster).
+    #[arg(long, env = "EDD_STREAM_REPLICAS", default_value_t = 1)]
+    replicas: usize,
     /// Local state, for the generated secrets of a laptop setup.
     #[arg(long, env = "EDD_HOME", default_value = ".edd")]
     home: PathBuf,
@@ -226,7 +229,7 @@ pub fn master_config(
     advertise: String,
     nats_url: &str,
     home: &Path,
-    timing: MasterTiming,
+    (timing, replicas): (MasterTiming, usize),
     create_secrets: bool,
 ) -> Result<edd_gfs::master::service::MasterConfig> {
     Ok(edd_gfs::master::service::MasterConfig {
@@ -239,6 +242,7 @@ pub fn master_config(
         chunkserver_timeout: Duration::from_secs(timing.chunkserver_timeout_secs.max(1)),
         orphan_grace: Duration::from_secs(timing.orphan_grace_secs),
         chunk_lease: Duration::from_secs(timing.chunk_lease_secs.max(1)),
+        stream_replicas: replicas.max(1),
         ..edd_gfs::master::service::MasterConfig::default()
     })
 }
@@ -274,7 +278,7 @@ async fn master(common: &edd_kit::CommonArgs, args: MasterArgs) -> Result<()> {
     let local = listener.local_addr()?;
     let advertise = args.advertise.unwrap_or_else(|| local.to_string());
     let id = args.id.unwrap_or_else(|| format!("master-{}", local.port()));
-    let config = master_config(id, advertise, &common.nats_url, &args.home, args.timing, false)?;
+    let config = master_config(id, advertise, &common.nats_url, &args.home, (args.timing, args.replicas), false)?;
     edd_gfs::master::service::run(config, listener, edd_kit::shutdown::signal()).await?;
     Ok(())
 }

@@ -137,7 +137,8 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         );
     }
 
-    start_gfs(&args.gfs_master_addr, args.gfs, &args.home, &common.nats_url, &shutdown, &mut services).await?;
+    let gfs_master = (args.gfs_master_addr.as_str(), args.gfs, args.replicas);
+    start_gfs(gfs_master, &args.home, &common.nats_url, &shutdown, &mut services).await?;
 
     let metrics = edd_kit::Metrics::new();
     let client = js.client();
@@ -188,8 +189,7 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
 /// One GFS master and three chunkservers, each chunkserver with its own data directory under
 /// `<home>/gfs/`, sharing the cluster key and client secret generated in `<home>/gfs/`.
 async fn start_gfs(
-    master_addr: &str,
-    timing: super::gfs::MasterTiming,
+    (master_addr, timing, replicas): (&str, super::gfs::MasterTiming, usize),
     home: &std::path::Path,
     nats_url: &str,
     shutdown: &edd_kit::Shutdown,
@@ -200,7 +200,7 @@ async fn start_gfs(
         .await
         .with_context(|| format!("cannot listen on {master_addr} (set EDD_GFS_MASTER_ADDR)"))?;
     let master_addr = listener.local_addr()?.to_string();
-    let config = gfs::master_config("master-1".into(), master_addr.clone(), nats_url, home, timing, true)?;
+    let config = gfs::master_config("master-1".into(), master_addr.clone(), nats_url, home, (timing, replicas), true)?;
     let stop = shutdown.wait();
     services.push(tokio::spawn(async move {
         edd_gfs::master::service::run(config, listener, stop).await.map_err(|e| anyhow::anyhow!("gfs master: {e}"))
