@@ -565,7 +565,11 @@ async fn get(args: GetArgs) -> Result<()> {
         n
     } else {
         // Into a temporary file first, so a failed download never leaves a truncated target behind.
-        let partial = target.with_extension("partial");
+        let partial = {
+            let mut name = target.clone().into_os_string();
+            name.push(".partial");
+            PathBuf::from(name)
+        };
         let mut out =
             tokio::fs::File::create(&partial).await.with_context(|| format!("cannot create {}", partial.display()))?;
         let copied = copy_with_progress(reader, &mut out, &bar).await;
