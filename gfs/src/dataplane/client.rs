@@ -290,8 +290,14 @@ impl DataClient {
                 Reply::Piece { len } if len <= MAX_PIECE && received + u64::from(len) <= total && len > 0 => len,
                 other => return Err(unexpected(addr, &other)),
             };
-            piece.resize(len as usize, 0);
-            io(addr, "read piece", self.config.io_timeout, conn.stream.read_exact(&mut piece)).await?;
+            // Into spare capacity (no zeroing of what the read overwrites), exactly `len` bytes.
+            piece.clear();
+            let mut exact = (&mut conn.stream).take(u64::from(len));
+            io(addr, "read piece", self.config.io_timeout, exact.read_to_end(&mut piece)).await?;
+            if piece.len() != len as usize {
+                let source = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(ClientError::Io { addr, source });
+            }
             out.write_all(&piece).await.map_err(|e| ClientError::Io { addr, source: e })?;
             received += u64::from(len);
         }
