@@ -4,7 +4,8 @@
 //! messages, [`tonic::server::Grpc`] and [`tonic::client::Grpc`] with [`ProstCodec`] — so the suite
 //! needs neither `protoc` nor a build script. Both ends speak cleartext HTTP/2 with prior knowledge
 //! over hyper directly (no tonic `transport`): the server is hyper's HTTP/2 connection builder, the
-//! client one HTTP/2 connection to an address, sending whatever `:authority` it is told to.
+//! client one HTTP/2 connection to an address (`edd_gfs::rpc::H2Channel`), sending whatever
+//! `:authority` it is told to.
 //!
 //! The service, `edd.test.Echo`:
 //! - `Unary`: echoes `text`, with response metadata `x-backend` and `x-seen-meta` (the request's
@@ -17,25 +18,17 @@
 //!   reads it, then answers with all texts joined by `,`.
 //! - `Chat` (bidirectional): answers each message at once with its text uppercased.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::{convert::Infallible, net::SocketAddr, pin::Pin, sync::Arc};
 
 use futures_util::Stream;
 use hyper::{
     body::Incoming,
-    client::conn::http2::SendRequest,
     http::{uri::PathAndQuery, Uri},
     service::service_fn,
 };
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{mpsc, Semaphore},
     task::JoinHandle,
 };
@@ -45,6 +38,9 @@ use tonic::{
     Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, Streaming,
 };
 use tonic_prost::ProstCodec;
+
+// The GFS control plane's HTTP/2 connection doubles as this client's transport.
+use edd_gfs::rpc::H2Channel;
 
 /// The service's full name, the first segment of its method paths.
 pub const SERVICE: &str = "edd.test.Echo";
@@ -257,49 +253,17 @@ async fn chat(req: Request<Streaming<EchoRequest>>) -> Result<Response<ReplyStre
     Ok(Response::new(Box::pin(receiver_stream(rx)) as ReplyStream))
 }
 
-/// One cleartext HTTP/2 connection (prior knowledge) as a tonic client transport.
-#[derive(Clone)]
-pub struct H2cChannel {
-    send: SendRequest<Body>,
-}
-
-impl H2cChannel {
-    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Self { send })
-    }
-}
-
-impl tower::Service<hyper::Request<Body>> for H2cChannel {
-    type Response = hyper::Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.send.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: hyper::Request<Body>) -> Self::Future {
-        Box::pin(self.send.send_request(req))
-    }
-}
-
 /// A client of `edd.test.Echo`, as generated code would write it. Clones share the connection.
 #[derive(Clone)]
 pub struct EchoClient {
-    grpc: tonic::client::Grpc<H2cChannel>,
+    grpc: tonic::client::Grpc<H2Channel>,
 }
 
 impl EchoClient {
     /// Connects to `addr` and sends every call for `authority` (the `:authority` pseudo-header).
     pub async fn connect(addr: SocketAddr, authority: &str) -> anyhow::Result<Self> {
         let origin: Uri = format!("http://{authority}").parse()?;
-        Ok(Self { grpc: tonic::client::Grpc::with_origin(H2cChannel::connect(addr).await?, origin) })
+        Ok(Self { grpc: tonic::client::Grpc::with_origin(H2Channel::connect(&addr.to_string()).await?, origin) })
     }
 
     async fn ready(&mut self, method: &str) -> Result<PathAndQuery, Status> {

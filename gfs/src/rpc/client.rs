@@ -9,21 +9,14 @@
 //! A mutation retried after a failover may already have been applied by the master that went away; the
 //! master's answers make that visible (for example `ALREADY_EXISTS` for a file created twice).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper::http::Uri;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
-use tonic::{body::Body, Code, Status};
+use tonic::{Code, Status};
 use tonic_prost::ProstCodec;
 
-use super::{Credential, ACTIVE_HEADER, MAX_MESSAGE, SERVICE, STANDBY_HEADER};
+use super::{Credential, H2Channel, ACTIVE_HEADER, MAX_MESSAGE, SERVICE, STANDBY_HEADER};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
@@ -62,7 +55,7 @@ struct Inner {
 struct State {
     /// Index in `addrs` of the master believed active.
     current: usize,
-    channels: Vec<Option<Channel>>,
+    channels: Vec<Option<H2Channel>>,
 }
 
 impl MasterClient {
@@ -177,29 +170,19 @@ impl MasterClient {
         }
     }
 
-    async fn channel(&self, index: usize) -> Result<Channel, Status> {
+    async fn channel(&self, index: usize) -> Result<H2Channel, Status> {
         if let Some(channel) = self.state().channels[index].clone() {
-            if !channel.send.is_closed() {
+            if !channel.is_closed() {
                 return Ok(channel);
             }
         }
         let addr = &self.inner.addrs[index];
-        let connect = async {
-            let stream = TcpStream::connect(addr.as_str()).await?;
-            stream.set_nodelay(true)?;
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)
-        };
-        let (send, conn) = match tokio::time::timeout(self.inner.options.connect_timeout, connect).await {
-            Ok(Ok(pair)) => pair,
+        let connect = H2Channel::connect(addr);
+        let channel = match tokio::time::timeout(self.inner.options.connect_timeout, connect).await {
+            Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(Status::unavailable(format!("cannot reach GFS master {addr}: {e}"))),
             Err(_) => return Err(Status::unavailable(format!("connecting to GFS master {addr} timed out"))),
         };
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let channel = Channel { send };
         self.state().channels[index] = Some(channel.clone());
         Ok(channel)
     }
@@ -227,25 +210,5 @@ impl Attempt {
         } else {
             Attempt::Final(status)
         }
-    }
-}
-
-/// One HTTP/2 connection as a tonic transport.
-#[derive(Clone, Debug)]
-struct Channel {
-    send: SendRequest<Body>,
-}
-
-impl tower::Service<hyper::Request<Body>> for Channel {
-    type Response = hyper::Response<Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.send.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: hyper::Request<Body>) -> Self::Future {
-        Box::pin(self.send.send_request(req))
     }
 }

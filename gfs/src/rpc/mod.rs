@@ -12,15 +12,17 @@
 //! when it knows it, the active master's address in `x-gfs-active`; [`MasterClient`] then moves on to
 //! another master of its list. An active master's own `UNAVAILABLE` is its answer and is not retried.
 //!
-//! Modules: `messages` (the wire types), `auth` (credentials), `server` (serving a [`MasterApi`]),
+//! Modules: `messages` (the wire types), `auth` (credentials), `server` (serving a [`MasterApi`]), `channel` (one HTTP/2 connection as a tonic transport),
 //! `client` ([`MasterClient`] with failover across masters).
 
 pub mod auth;
+mod channel;
 mod client;
 pub mod messages;
 mod server;
 
 pub use auth::{Authenticator, Credential, CredentialError, Role};
+pub use channel::H2Channel;
 pub use client::{ClientOptions, MasterClient};
 pub use server::{serve, ServeOptions};
 
