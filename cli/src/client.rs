@@ -59,6 +59,48 @@ impl AuthArgs {
         };
         Ok(ApiClient::new(&url, Some(credential))?)
     }
+
+    /// A client of another service of the same platform (`storage`, `notifications`), with the same
+    /// credential: at `explicit` when given, else at [`service_url`] of the auth URL.
+    pub fn service_client(&self, service: &str, explicit: Option<&str>) -> anyhow::Result<ApiClient> {
+        let auth = self.client()?;
+        let url = match explicit {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => service_url(auth.base.as_str(), service).with_context(|| {
+                format!("cannot tell where the {service} service is from {}; pass its URL", auth.base)
+            })?,
+        };
+        let invalid = |reason: String| ApiError::InvalidUrl { url: url.clone(), reason };
+        let mut client = ApiClient::new(&url, auth.token)?;
+        client.http = reqwest::Client::builder()
+            .user_agent(concat!("edd-cli/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            // Transfers take as long as they take; reads inside them are bounded instead.
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(client)
+    }
+}
+
+/// Where `edd up` runs each service, by its gateway host name.
+const LOCAL_PORTS: &[(&str, u16)] = &[("auth", 18081), ("storage", 18082), ("notifications", 18084)];
+
+/// The URL of `service` on the platform whose auth service is at `auth_url`: through the gateway
+/// (`http://auth.example.com:8080` → `http://storage.example.com:8080`), or on `edd up`'s local
+/// ports (`http://127.0.0.1:18081` → `http://127.0.0.1:18082`).
+pub fn service_url(auth_url: &str, service: &str) -> Option<String> {
+    let mut url = Url::parse(auth_url).ok()?;
+    let host = url.host_str()?.to_owned();
+    if let Some(domain) = host.strip_prefix("auth.") {
+        url.set_host(Some(&format!("{service}.{domain}"))).ok()?;
+    } else if url.port() == Some(LOCAL_PORTS[0].1) {
+        let port = LOCAL_PORTS.iter().find(|(name, _)| *name == service)?.1;
+        url.set_port(Some(port)).ok()?;
+    } else {
+        return None;
+    }
+    Some(url.as_str().trim_end_matches('/').to_owned())
 }
 
 /// `EDD_TOKEN`, when set and not empty.
@@ -167,7 +209,7 @@ pub enum ApiError {
         retry_after: Option<u64>,
         hint: String,
     },
-    #[error("the auth service is not reachable at {url} ({reason}); is the platform running? Start it with `edd up`")]
+    #[error("the service is not reachable at {url} ({reason}); is the platform running? Start it with `edd up`")]
     Unreachable { url: String, reason: String },
     #[error("not logged in to {url}{note}: run `edd login`, or set EDD_TOKEN to an API token")]
     NotLoggedIn { url: String, note: String },
@@ -255,8 +297,43 @@ impl ApiClient {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// The underlying HTTP client and the credential, for streaming transfers the JSON helpers do
+    /// not cover.
+    pub fn raw(&self) -> (&reqwest::Client, Option<&str>) {
+        let token = match &self.token {
+            Some(Credential::Env(t) | Credential::Stored(t)) => Some(t.as_str()),
+            None => None,
+        };
+        (&self.http, token)
+    }
+
+    /// Turns a non-2xx answer into the same error the JSON helpers give.
+    pub async fn check(&self, response: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let url = response.url().clone();
+        let bytes = response.bytes().await.map_err(|source| ApiError::Http { url: url.to_string(), source })?;
+        Err(match serde_json::from_slice::<ProblemBody>(&bytes) {
+            Ok(problem) => ApiError::Problem {
+                status,
+                title: problem.title.or_else(|| status.canonical_reason().map(str::to_owned)).unwrap_or_default(),
+                detail: problem.detail.filter(|d| !d.is_empty()),
+                scope: problem.scope.map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_owned)),
+                retry_after: None,
+                hint: self.hint(status),
+            },
+            Err(_) => ApiError::BadResponse {
+                url: url.to_string(),
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(160).collect(),
+            },
+        })
+    }
+
     /// The base URL plus `path`'s segments, each percent-encoded (ids come from the command line).
-    fn url(&self, path: &[&str]) -> Url {
+    pub fn url(&self, path: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut segments) = url.path_segments_mut() {
             segments.pop_if_empty().extend(path);
@@ -266,7 +343,17 @@ impl ApiClient {
 
     /// Sends one request; a `2xx` answer is its JSON body (`null` when empty), anything else an error.
     async fn send(&self, method: Method, path: &[&str], body: Option<&Value>) -> Result<Value, ApiError> {
-        let url = self.url(path);
+        self.send_to(method, self.url(path), body).await
+    }
+
+    /// A GET with query parameters (`?namespace=…&limit=…`).
+    pub async fn get_query(&self, path: &[&str], query: &[(&str, &str)]) -> Result<Value, ApiError> {
+        let mut url = self.url(path);
+        url.query_pairs_mut().extend_pairs(query);
+        self.send_to(Method::GET, url, None).await
+    }
+
+    async fn send_to(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Value, ApiError> {
         let mut request = self.http.request(method, url.clone()).header(header::ACCEPT, "application/json");
         if let Some(Credential::Env(token) | Credential::Stored(token)) = &self.token {
             request = request.bearer_auth(token);

@@ -47,6 +47,7 @@ pub const ALL: &[StreamSpec] = &[
         kind: Kind::Work,
         max_age: Some(Duration::from_secs(30 * 24 * 3600)),
     },
+    StreamSpec { name: "INBOX", subjects: &["inbox.>"], kind: Kind::SourceOfTruth, max_age: None },
     StreamSpec { name: "CLUSTER", subjects: &["cluster.>"], kind: Kind::Telemetry, max_age: Some(DAY) },
     StreamSpec {
         name: "LOGS",

@@ -8,8 +8,10 @@ pub mod auth;
 pub mod cluster;
 pub mod gateway;
 pub mod gfs;
+pub mod inbox;
 pub mod logs;
 pub mod notify;
+pub mod storage;
 
 use schemars::JsonSchema;
 use serde::{de::DeserializeOwned, Serialize};
@@ -88,7 +90,17 @@ pub fn all() -> Vec<EventInfo> {
         EventInfo::of::<gfs::LengthSet>(),
         EventInfo::of::<gfs::VersionBumped>(),
         EventInfo::of::<gfs::ChunkDeleted>(),
+        EventInfo::of::<storage::NamespaceCreated>(),
+        EventInfo::of::<storage::NamespaceUpdated>(),
+        EventInfo::of::<storage::NamespaceDeleted>(),
+        EventInfo::of::<storage::FileUploaded>(),
+        EventInfo::of::<storage::FileDeleted>(),
+        EventInfo::of::<storage::ShareCreated>(),
+        EventInfo::of::<storage::ShareRevoked>(),
         EventInfo::of::<notify::Notification>(),
+        EventInfo::of::<inbox::NotificationsRead>(),
+        EventInfo::of::<inbox::MuteSet>(),
+        EventInfo::of::<inbox::MuteRemoved>(),
         EventInfo::of::<cluster::NodeMetrics>(),
         EventInfo::of::<cluster::PodStatus>(),
         EventInfo::of::<logs::ErrorLogged>(),

@@ -28,6 +28,7 @@ pub const VOCABULARY: &[(&str, &[Resource])] = &[
     ("storage", &[("namespaces", &["create", "read", "update", "delete"]), ("files", &["create", "read", "delete"])]),
     ("networking", &[("routes", &["create", "read", "update", "delete"]), ("domains", &["create", "read", "delete"])]),
     ("registry", &[("repos", &["create", "read", "write", "delete"])]),
+    ("notifications", &[("inbox", &["read", "update"])]),
 ];
 
 /// Why a scope map was refused; names the entry at fault.
