@@ -48,6 +48,44 @@ impl GfsClient {
     }
 }
 
+impl GfsReader {
+    /// The next piece of the range as fetched, without copying it: the same bytes `read` would give
+    /// over one or more calls (what a caller forwarding `Bytes`, such as an HTTP body, wants).
+    /// `None` at the end of the range.
+    pub async fn next_piece(&mut self) -> Option<Result<Bytes, GfsError>> {
+        if !self.current.is_empty() {
+            return Some(Ok(std::mem::take(&mut self.current)));
+        }
+        loop {
+            match &mut self.state {
+                State::NotStarted { .. } => self.start(),
+                State::Reading { pieces, .. } => match pieces.recv().await {
+                    Some(Ok(piece)) if piece.is_empty() => continue,
+                    Some(Ok(piece)) => return Some(Ok(piece)),
+                    Some(Err(error)) => {
+                        self.state = State::Done;
+                        return Some(Err(error));
+                    }
+                    None => {
+                        self.state = State::Done;
+                        return None;
+                    }
+                },
+                State::Done => return None,
+            }
+        }
+    }
+
+    /// Starts the background task, once.
+    fn start(&mut self) {
+        if let State::NotStarted { client, file, offset, len } = &self.state {
+            let (tx, rx) = mpsc::channel(1);
+            let task = tokio::spawn(fetch(client.clone(), Arc::clone(file), *offset, *len, tx));
+            self.state = State::Reading { pieces: rx, task };
+        }
+    }
+}
+
 impl AsyncRead for GfsReader {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
@@ -62,11 +100,7 @@ impl AsyncRead for GfsReader {
                 return Poll::Ready(Ok(()));
             }
             match &mut this.state {
-                State::NotStarted { client, file, offset, len } => {
-                    let (tx, rx) = mpsc::channel(1);
-                    let task = tokio::spawn(fetch(client.clone(), Arc::clone(file), *offset, *len, tx));
-                    this.state = State::Reading { pieces: rx, task };
-                }
+                State::NotStarted { .. } => this.start(),
                 State::Reading { pieces, .. } => match pieces.poll_recv(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(Ok(piece))) => this.current = piece,
