@@ -54,6 +54,10 @@ enum Command {
     Sa(commands::service_accounts::SaArgs),
     /// Personal API tokens.
     Tokens(commands::tokens::TokensArgs),
+    /// Files in the storage service: namespaces, ls, put, get, rm, share links, usage.
+    Storage(commands::storage::StorageArgs),
+    /// Your notifications: list, mark read, watch live, mute categories.
+    Notifications(commands::notifications::NotificationsArgs),
 }
 
 #[tokio::main]
@@ -83,6 +87,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Admin(args) => commands::admin::run(auth, args).await,
         Command::Sa(args) => commands::service_accounts::run(auth, args).await,
         Command::Tokens(args) => commands::tokens::run(auth, args).await,
+        Command::Storage(args) => commands::storage::run(auth, args).await,
+        Command::Notifications(args) => commands::notifications::run(auth, args).await,
     }
 }
 

@@ -16,8 +16,8 @@ pub struct Service {
 pub const SERVICES: &[Service] = &[
     Service { name: "auth", database: "auth_db", projections: edd_auth::projections },
     Service { name: "gateway", database: "gateway_db", projections: edd_gateway::projections },
-    Service { name: "storage", database: "sfs_db", projections: Vec::new },
-    Service { name: "notify", database: "notifications_db", projections: Vec::new },
+    Service { name: "storage", database: "sfs_db", projections: edd_storage::projections },
+    Service { name: "notify", database: "notifications_db", projections: edd_notify::projections },
     Service { name: "compute", database: "compute_db", projections: Vec::new },
     Service { name: "registry", database: "registry_db", projections: Vec::new },
 ];

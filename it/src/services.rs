@@ -286,13 +286,29 @@ pub struct GatewayUnderTest {
 
 /// Starts the gateway on `env`'s NATS with its own database, routing `auth.localhost` to `auth_url`.
 pub async fn start_gateway(env: &TestEnv, auth_url: &str) -> anyhow::Result<GatewayUnderTest> {
+    start_gateway_to(env, &[("auth", auth_url)]).await
+}
+
+/// Starts the gateway routing `<service>.localhost` to each `(service, url)` (`auth`, `storage`,
+/// `notifications`).
+pub async fn start_gateway_to(env: &TestEnv, upstreams: &[(&str, &str)]) -> anyhow::Result<GatewayUnderTest> {
     let db = TestDb::create().await?;
-    let running = restart_gateway(env, auth_url, &db).await?;
+    let running = restart_gateway_to(env, upstreams, &db, |_| {}).await?;
     Ok(GatewayUnderTest { running, db })
 }
 
 /// Starts a gateway on `db` (another's, after a crash: what it had projected is still there).
 pub async fn restart_gateway(env: &TestEnv, auth_url: &str, db: &TestDb) -> anyhow::Result<Running> {
+    restart_gateway_to(env, &[("auth", auth_url)], db, |_| {}).await
+}
+
+/// Starts a gateway on `db` routing to `upstreams`, after `adjust` changed its settings.
+pub async fn restart_gateway_to(
+    env: &TestEnv,
+    upstreams: &[(&str, &str)],
+    db: &TestDb,
+    adjust: impl FnOnce(&mut edd_gateway::GatewayConfig),
+) -> anyhow::Result<Running> {
     let (http, url) = listen().await?;
     let (admin, _) = listen().await?;
     let mut config = edd_gateway::GatewayConfig {
@@ -302,7 +318,16 @@ pub async fn restart_gateway(env: &TestEnv, auth_url: &str, db: &TestDb) -> anyh
         access_log: edd_gateway::observe::AccessLogTarget::Off,
         ..Default::default()
     };
-    config.upstreams.auth = auth_url.to_owned();
+    for (service, upstream) in upstreams {
+        let slot = match *service {
+            "auth" => &mut config.upstreams.auth,
+            "storage" => &mut config.upstreams.storage,
+            "notifications" => &mut config.upstreams.notifications,
+            other => bail!("the test gateway does not route {other}"),
+        };
+        *slot = (*upstream).to_owned();
+    }
+    adjust(&mut config);
     let listeners = edd_gateway::Listeners { http, https: None, admin };
     let (trigger, shutdown) = Shutdown::new();
     let deps = edd_gateway::Deps { js: env.js.clone(), pool: db.pool.clone() };
@@ -312,4 +337,188 @@ pub async fn restart_gateway(env: &TestEnv, auth_url: &str, db: &TestDb) -> anyh
         }
     });
     Ok(Running { url, trigger: Some(trigger), task: Some(task) })
+}
+
+/// Settings for storage tests: the GFS masters of `gfs`, and a sweeper that runs every second.
+pub fn storage_config(gfs: &crate::gfs::GfsCluster) -> edd_storage::StorageConfig {
+    edd_storage::StorageConfig { gfs_masters: gfs.master_addrs.clone(), sweep_interval_secs: 1, ..Default::default() }
+}
+
+/// Starts the storage service on `env`'s NATS with its own database `db`, as a client of `gfs`,
+/// and waits until it is ready (permissions loaded, GFS answering).
+pub async fn start_storage(env: &TestEnv, db: &TestDb, config: edd_storage::StorageConfig) -> anyhow::Result<Running> {
+    let (listener, url) = listen().await?;
+    let (trigger, shutdown) = Shutdown::new();
+    let deps = edd_storage::Deps {
+        js: env.js.clone(),
+        pool: db.pool.clone(),
+        gfs_secret: crate::gfs::CLIENT_SECRET.as_bytes().to_vec(),
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = edd_storage::run(config, deps, listener, shutdown).await {
+            tracing::error!(error = %e, "storage service failed");
+        }
+    });
+    let running = Running { url, trigger: Some(trigger), task: Some(task) };
+    let api = Api::new(&running.url);
+    eventually(Duration::from_secs(60), "storage to be ready", || async {
+        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+    })
+    .await?;
+    Ok(running)
+}
+
+/// The storage service as a child process (`edd serve storage`), so a test can SIGKILL it mid-upload
+/// and start it again on the same port and database.
+pub struct StorageProcess {
+    pub url: String,
+    command: std::process::Command,
+    child: Option<tokio::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl StorageProcess {
+    /// Starts it against `env`'s NATS, the database `db` and the cluster `gfs`, with extra
+    /// `EDD_STORAGE_*` settings; waits until it is ready.
+    pub async fn start(
+        env: &TestEnv,
+        db: &TestDb,
+        gfs: &crate::gfs::GfsCluster,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = gfs.dir().join(format!("storage-{port}.log"));
+        let mut command = std::process::Command::new(crate::gfs::edd_binary()?);
+        command
+            .args(["--log-format", "pretty", "--log-level", "info", "serve", "storage"])
+            .env("EDD_NATS_URL", env.nats.url())
+            .env("EDD_DATABASE_URL", db.admin_url())
+            .env("EDD_STORAGE_DATABASE", &db.name)
+            .env("EDD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("EDD_GFS_MASTERS", gfs.master_addrs.join(","))
+            .env("EDD_GFS_CLIENT_SECRET", crate::gfs::CLIENT_SECRET)
+            .env("EDD_HOME", gfs.dir())
+            .env("EDD_STORAGE_SWEEP_INTERVAL_SECS", "1");
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        let mut process = Self { url: format!("http://127.0.0.1:{port}"), command, child: None, log };
+        process.spawn().await?;
+        Ok(process)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut command =
+            tokio::process::Command::from(std::mem::replace(&mut self.command, std::process::Command::new("true")));
+        command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+        let child = command.spawn().context("starting edd serve storage")?;
+        self.command = command.into_std();
+        self.child = Some(child);
+        let api = Api::new(&self.url);
+        eventually(Duration::from_secs(60), "storage to be ready", || async {
+            Ok(api.call("GET", "/readyz", None, None).await.ok().filter(|a| a.status == StatusCode::OK).map(drop))
+        })
+        .await
+        .with_context(|| format!("storage log:\n{}", self.log()))?;
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no flush, whatever was in flight is cut.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again with the same settings, port and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.spawn().await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+/// Settings for notification tests (the defaults).
+pub fn notify_config() -> edd_notify::NotifyConfig {
+    edd_notify::NotifyConfig::default()
+}
+
+/// A running notification service and the database it owns.
+pub struct NotifyUnderTest {
+    pub running: Running,
+    pub db: TestDb,
+}
+
+/// Starts the notification service on `env`'s NATS with its own database, and waits until it is
+/// ready (permissions loaded, projections created, live fanout following `NOTIFY`).
+pub async fn start_notify(env: &TestEnv, config: edd_notify::NotifyConfig) -> anyhow::Result<NotifyUnderTest> {
+    let db = TestDb::create().await?;
+    let running = restart_notify(env, config, &db, None).await?;
+    Ok(NotifyUnderTest { running, db })
+}
+
+/// Starts the notification service on `db` (another's, after a crash), on `addr` when given (the
+/// address the killed one had, so a gateway pointing at it finds the new one).
+pub async fn restart_notify(
+    env: &TestEnv,
+    config: edd_notify::NotifyConfig,
+    db: &TestDb,
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<Running> {
+    let (listener, url) = match addr {
+        None => listen().await?,
+        Some(addr) => {
+            let listener = eventually(Duration::from_secs(10), "the old address to be free", || async {
+                Ok(tokio::net::TcpListener::bind(addr).await.ok())
+            })
+            .await?;
+            (listener, format!("http://{addr}"))
+        }
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let deps = edd_notify::Deps { js: env.js.clone(), pool: db.pool.clone() };
+    let task = tokio::spawn(async move {
+        if let Err(e) = edd_notify::run(config, deps, listener, shutdown).await {
+            tracing::error!(error = %e, "notification service failed");
+        }
+    });
+    let running = Running { url, trigger: Some(trigger), task: Some(task) };
+    let api = Api::new(&running.url);
+    eventually(Duration::from_secs(30), "the notification service to be ready", || async {
+        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+    })
+    .await?;
+    Ok(running)
+}
+
+/// Publishes a notification for `user_id` the way the other services do; returns its id.
+pub async fn publish_notification(
+    env: &TestEnv,
+    user_id: &str,
+    title: &str,
+    message: &str,
+    category: &str,
+    scope: Option<&str>,
+) -> anyhow::Result<u64> {
+    let note = edd_events::catalog::notify::Notification {
+        user_id: Token::new(user_id)?,
+        title: title.to_owned(),
+        message: message.to_owned(),
+        link: None,
+        category: category.to_owned(),
+        scope: scope.map(str::to_owned),
+    };
+    Ok(env.events().publish(&edd_events::Envelope::new("storage", note)).await?)
 }

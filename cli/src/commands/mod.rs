@@ -4,9 +4,11 @@ pub mod account;
 pub mod admin;
 pub mod events;
 pub mod gfs;
+pub mod notifications;
 pub mod projections;
 pub mod serve;
 pub mod service_accounts;
+pub mod storage;
 pub mod tokens;
 pub mod up;
 

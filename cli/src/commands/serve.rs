@@ -13,12 +13,38 @@ pub enum ServeCommand {
     Auth(ServeAuthArgs),
     /// The gateway (routing by host and path to the services); database gateway_db.
     Gateway(Box<ServeGatewayArgs>),
+    /// The notification service (inboxes, mutes, live WebSocket/SSE); database notifications_db.
+    Notify(ServeNotifyArgs),
+    /// The storage service (namespaces and files on GFS); database sfs_db.
+    Storage(ServeStorageArgs),
+}
+
+#[derive(Args)]
+pub struct ServeStorageArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    config: edd_storage::StorageConfig,
+    /// Where `edd up` keeps the GFS client secret, when EDD_GFS_CLIENT_SECRET[_FILE] is not set.
+    #[arg(long, env = "EDD_HOME", default_value = ".edd")]
+    home: std::path::PathBuf,
+    /// The service's database on the server EDD_DATABASE_URL names.
+    #[arg(long, env = "EDD_STORAGE_DATABASE", default_value = "sfs_db")]
+    database: String,
 }
 
 #[derive(Args)]
 pub struct ServeGatewayArgs {
     #[command(flatten)]
     config: edd_gateway::GatewayConfig,
+}
+
+#[derive(Args)]
+pub struct ServeNotifyArgs {
+    #[command(flatten)]
+    http: HttpArgs,
+    #[command(flatten)]
+    config: edd_notify::NotifyConfig,
 }
 
 #[derive(Args)]
@@ -31,11 +57,17 @@ pub struct ServeAuthArgs {
 
 /// Where the auth service listens unless told otherwise.
 pub const AUTH_ADDR: &str = "127.0.0.1:18081";
+/// Where the notification service listens unless told otherwise.
+pub const NOTIFY_ADDR: &str = "127.0.0.1:18084";
+/// Where the storage service listens unless told otherwise.
+pub const STORAGE_ADDR: &str = "127.0.0.1:18082";
 
 pub async fn run(common: &edd_kit::CommonArgs, cmd: ServeCommand) -> Result<()> {
     match cmd {
         ServeCommand::Auth(args) => serve_auth(common, args).await,
         ServeCommand::Gateway(args) => serve_gateway(common, *args).await,
+        ServeCommand::Notify(args) => serve_notify(common, args).await,
+        ServeCommand::Storage(args) => serve_storage(common, args).await,
     }
 }
 
@@ -71,5 +103,28 @@ async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result
     let addr = args.http.addr_or(AUTH_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     edd_auth::run(args.config, admin_password, edd_auth::Deps { js, pool }, listener, on_signal()).await?;
+    Ok(())
+}
+
+async fn serve_storage(common: &edd_kit::CommonArgs, args: ServeStorageArgs) -> Result<()> {
+    let client = edd_events::connect(&common.nats_url, "edd-storage").await?;
+    let js = async_nats::jetstream::new(client);
+    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let pool = edd_projections::ensure_database(&common.database_url, &args.database, 10).await?;
+    let gfs_secret = super::gfs::client_secret(&args.home, false)?;
+    let addr = args.http.addr_or(STORAGE_ADDR.parse::<SocketAddr>()?);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    edd_storage::run(args.config, edd_storage::Deps { js, pool, gfs_secret }, listener, on_signal()).await?;
+    Ok(())
+}
+
+async fn serve_notify(common: &edd_kit::CommonArgs, args: ServeNotifyArgs) -> Result<()> {
+    let client = edd_events::connect(&common.nats_url, "edd-notify").await?;
+    let js = async_nats::jetstream::new(client);
+    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let pool = edd_projections::ensure_database(&common.database_url, "notifications_db", 10).await?;
+    let addr = args.http.addr_or(NOTIFY_ADDR.parse::<SocketAddr>()?);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    edd_notify::run(args.config, edd_notify::Deps { js, pool }, listener, on_signal()).await?;
     Ok(())
 }

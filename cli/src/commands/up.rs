@@ -39,6 +39,16 @@ pub struct UpArgs {
     gfs_master_addr: String,
     #[command(flatten)]
     gfs: super::gfs::MasterTiming,
+    /// Where the notification service listens.
+    #[arg(long, env = "EDD_NOTIFY_ADDR", default_value = super::serve::NOTIFY_ADDR)]
+    notify_addr: SocketAddr,
+    #[command(flatten)]
+    notify: edd_notify::NotifyConfig,
+    /// Where the storage service listens.
+    #[arg(long, env = "EDD_STORAGE_ADDR", default_value = super::serve::STORAGE_ADDR)]
+    storage_addr: SocketAddr,
+    #[command(flatten)]
+    storage: edd_storage::StorageConfig,
 }
 
 pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
@@ -93,9 +103,23 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     }));
     println!("==> auth {auth_url}  (edd login --auth-url {auth_url})");
 
+    let storage_url = start_storage(
+        &args.home,
+        &pools,
+        (args.storage_addr, args.storage, &args.gfs_master_addr),
+        &js,
+        &shutdown,
+        &mut services,
+    )
+    .await?;
+
+    let notify_url = start_notify(&pools, (args.notify_addr, args.notify), &js, &shutdown, &mut services).await?;
+
     let gateway_pool = pools.iter().find(|(s, _)| s.name == "gateway").map(|(_, p)| p.clone()).context("gateway_db")?;
     let mut gateway_config = args.gateway;
     gateway_config.upstreams.auth = auth_url.clone();
+    gateway_config.upstreams.notifications = notify_url;
+    gateway_config.upstreams.storage = storage_url;
     if std::env::var_os("EDD_GATEWAY_TLS_DEV_DIR").is_none() {
         gateway_config.tls_dev_dir = args.home.join("tls");
     }
@@ -163,7 +187,7 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_HTTP_ADDR)", args.http_addr))?;
     let addr = listener.local_addr()?;
     println!("==> operator endpoint http://{addr}/healthz  /readyz  /metrics");
-    println!("==> services: gateway, auth, GFS (storage and the rest arrive with their issues)");
+    println!("==> services: gateway, auth, storage, notifications, GFS");
     println!("==> ready. Ctrl-C stops everything.");
 
     let server = tokio::spawn(edd_kit::shutdown::serve(listener, app, shutdown.wait()));
@@ -184,6 +208,33 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     }
     println!("==> stopped");
     Ok(())
+}
+
+/// The storage service on `addr`, a client of the GFS master `edd up` starts; returns its URL.
+async fn start_storage(
+    home: &std::path::Path,
+    pools: &[(&platform::Service, sqlx::PgPool)],
+    (addr, mut config, gfs_master): (SocketAddr, edd_storage::StorageConfig, &str),
+    js: &async_nats::jetstream::Context,
+    shutdown: &edd_kit::Shutdown,
+    services: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
+) -> Result<String> {
+    let pool = pools.iter().find(|(s, _)| s.name == "storage").map(|(_, p)| p.clone()).context("sfs_db")?;
+    if std::env::var_os("EDD_GFS_MASTERS").is_none() {
+        config.gfs_masters = vec![gfs_master.to_owned()];
+    }
+    let gfs_secret = super::gfs::client_secret(home, true)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (set EDD_STORAGE_ADDR)"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let deps = edd_storage::Deps { js: js.clone(), pool, gfs_secret };
+    let stop = shutdown.clone();
+    services.push(tokio::spawn(async move {
+        edd_storage::run(config, deps, listener, stop).await.map_err(|e| anyhow::anyhow!("storage: {e}"))
+    }));
+    println!("==> storage {url}");
+    Ok(url)
 }
 
 /// One GFS master and three chunkservers, each chunkserver with its own data directory under
@@ -229,6 +280,28 @@ async fn start_gfs(
         home.join("gfs").display()
     );
     Ok(())
+}
+
+/// The notification service on `addr`; returns its URL for the gateway.
+async fn start_notify(
+    pools: &[(&platform::Service, sqlx::PgPool)],
+    (addr, config): (SocketAddr, edd_notify::NotifyConfig),
+    js: &async_nats::jetstream::Context,
+    shutdown: &edd_kit::Shutdown,
+    services: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
+) -> Result<String> {
+    let pool = pools.iter().find(|(s, _)| s.name == "notify").map(|(_, p)| p.clone()).context("notifications_db")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (set EDD_NOTIFY_ADDR)"))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let deps = edd_notify::Deps { js: js.clone(), pool };
+    let stop = shutdown.clone();
+    services.push(tokio::spawn(async move {
+        edd_notify::run(config, deps, listener, stop).await.map_err(|e| anyhow::anyhow!(e))
+    }));
+    println!("==> notifications {url}  (edd notifications ls | watch)");
+    Ok(url)
 }
 
 /// The first admin's password: `EDD_ADMIN_PASSWORD[_FILE]`, else `<home>/admin-password`, else a new

@@ -120,8 +120,10 @@ pub struct FileUploaded {
     pub namespace: String,
     pub path: String,
     pub owner: Token,
-    /// The GFS path holding the bytes.
+    /// The GFS path holding the bytes (in the GFS namespace `storage`).
     pub blob: String,
+    /// The GFS file id of `blob`, which reads use.
+    pub blob_id: String,
     pub size: u64,
     /// Lowercase hex.
     pub sha256: String,
@@ -247,6 +249,7 @@ mod tests {
             path: "x/y".into(),
             owner: Token::new("u1").unwrap(),
             blob: "b".into(),
+            blob_id: "1".into(),
             size: 1,
             sha256: "00".into(),
             content_type: "text/plain".into(),

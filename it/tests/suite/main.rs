@@ -11,4 +11,6 @@ mod gateway_tls;
 mod gfs_cluster;
 mod gfs_master;
 mod gfs_master_service;
+mod notify;
 mod projections;
+mod storage;

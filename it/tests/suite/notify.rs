@@ -1,0 +1,819 @@
+//! The notification service end to end, through the gateway (`notifications.localhost`), with the
+//! real auth service, NATS and PostgreSQL: live delivery over WebSocket and SSE, mutes, the inbox
+//! API, ownership and credential kinds, connection limits and origins, slow clients, rebuilds and a
+//! crash mid-publish.
+
+use std::{collections::BTreeSet, pin::Pin, time::Duration};
+
+use bytes::Bytes;
+use edd_it::{
+    eventually,
+    services::{
+        notify_config, publish_notification, restart_notify, start_auth, start_gateway_to, start_notify, test_config,
+        Api, GatewayUnderTest, NotifyUnderTest, Running, ADMIN, ADMIN_PASSWORD,
+    },
+    TestEnv,
+};
+use edd_notify::NotifyConfig;
+use futures_util::{Stream, StreamExt as _};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    tungstenite::{client::IntoClientRequest as _, http::HeaderValue, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+const HOST: &str = "notifications.localhost";
+const WAIT: Duration = Duration::from_secs(15);
+
+struct World {
+    env: TestEnv,
+    _auth: Running,
+    notify: NotifyUnderTest,
+    gateway: GatewayUnderTest,
+    auth: Api,
+    api: Api,
+    admin: String,
+}
+
+async fn world_with(config: NotifyConfig) -> World {
+    let env = TestEnv::new().await.unwrap();
+    let auth = start_auth(&env, test_config()).await.unwrap();
+    let notify = start_notify(&env, config).await.unwrap();
+    let gateway = start_gateway_to(&env, &[("auth", &auth.url), ("notifications", &notify.running.url)]).await.unwrap();
+    let auth_api = Api::via(&gateway.running.url, "auth.localhost");
+    let admin = auth_api.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    let api = Api::via(&gateway.running.url, HOST);
+    World { env, _auth: auth, notify, gateway, auth: auth_api, api, admin }
+}
+
+async fn world() -> World {
+    world_with(notify_config()).await
+}
+
+impl World {
+    /// A new user and a session token the notification service already accepts.
+    async fn user(&self, name: &str) -> (String, String) {
+        let id = self.auth.create_user(&self.admin, name, "password-1").await.unwrap();
+        let token = self.auth.login(name, "password-1").await.unwrap();
+        self.accepted(&token).await;
+        (id, token)
+    }
+
+    /// Waits until the notification service knows `token` (it learns credentials from events).
+    async fn accepted(&self, token: &str) {
+        eventually(WAIT, "the credential to reach the notification service", || async {
+            Ok((self.api.get("/api/notifications/unread-count", token).await?.status == StatusCode::OK).then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn publish(&self, user: &str, title: &str, category: &str, scope: Option<&str>) -> u64 {
+        publish_notification(&self.env, user, title, &format!("about {title}"), category, scope).await.unwrap()
+    }
+
+    async fn list(&self, token: &str, query: &str) -> Value {
+        let a = self.api.get(&format!("/api/notifications{query}"), token).await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        a.body
+    }
+
+    async fn unread(&self, token: &str) -> i64 {
+        self.api.get("/api/notifications/unread-count", token).await.unwrap().body["count"].as_i64().unwrap()
+    }
+
+    /// Waits until the inbox lists notification `id` (the inbox projection follows the stream).
+    async fn listed(&self, token: &str, id: u64) -> Value {
+        eventually(WAIT, "the notification to be listed", || async {
+            let body = self.list(token, "?limit=200").await;
+            Ok(body["notifications"].as_array().unwrap().iter().find(|n| n["id"] == id).cloned())
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn ws(&self, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
+        ws_connect(&self.gateway.running.url, token, origin, None).await
+    }
+
+    async fn sse(&self, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16> {
+        sse_connect(&self.gateway.running.url, token, origin).await
+    }
+
+    /// A counter from the notification service's own `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.notify.running.url)).await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens `GET /ws/notifications` through the gateway; a refusal is its HTTP status.
+async fn ws_connect(
+    gateway: &str,
+    token: Option<&str>,
+    origin: Option<&str>,
+    stream: Option<TcpStream>,
+) -> Result<Ws, u16> {
+    let url = format!("{}/ws/notifications", gateway.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("host", HeaderValue::from_static(HOST));
+    if let Some(token) = token {
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    if let Some(origin) = origin {
+        headers.insert("origin", origin.parse().unwrap());
+    }
+    let result = match stream {
+        Some(stream) => tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await,
+        None => tokio_tungstenite::connect_async(request).await,
+    };
+    match result {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("WebSocket connection failed: {e}"),
+    }
+}
+
+/// The next notification on a WebSocket (pings are skipped).
+async fn next_ws(ws: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a notification, got {other:?}"),
+        }
+    }
+}
+
+/// A `text/event-stream` reader over reqwest.
+struct Sse {
+    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    buffer: String,
+}
+
+async fn sse_connect(gateway: &str, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16> {
+    let mut request = reqwest::Client::new()
+        .get(format!("{gateway}/sse/notifications"))
+        .header("host", HOST)
+        .header("accept", "text/event-stream");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = request.send().await.unwrap();
+    if response.status() != StatusCode::OK {
+        return Err(response.status().as_u16());
+    }
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    Ok(Sse { body: Box::pin(response.bytes_stream()), buffer: String::new() })
+}
+
+impl Sse {
+    /// The next event's data, parsed (keep-alive comments are skipped).
+    async fn next(&mut self) -> Value {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+                if !data.is_empty() {
+                    return serde_json::from_str(&data.join("\n")).unwrap();
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next()).await.expect("an SSE event in time");
+            let chunk = chunk.expect("the stream to go on").unwrap();
+            self.buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect()
+}
+
+fn assert_problem(a: &edd_it::services::Answer, status: StatusCode) {
+    assert_eq!(a.status, status, "{:?}", a.body);
+    assert!(a.content_type.starts_with("application/problem+json"), "{}", a.content_type);
+}
+
+#[tokio::test]
+async fn notifications_arrive_on_websocket_and_sse_as_listed() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let mut ws = w.ws(Some(&session), None).await.unwrap();
+    let mut sse = w.sse(Some(&session), None).await.unwrap();
+    // Browsers cannot set headers on a WebSocket: the token may come as ?token=.
+    let query_url =
+        format!("{}/ws/notifications?token={session}", w.gateway.running.url.replacen("http://", "ws://", 1));
+    let mut request = query_url.into_client_request().unwrap();
+    request.headers_mut().insert("host", HeaderValue::from_static(HOST));
+    let (mut by_query, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    let id = w.publish(&ada, "File uploaded", "storage", Some("photos")).await;
+    let pushed = next_ws(&mut ws).await;
+    assert_eq!(pushed["id"], id);
+    assert_eq!(pushed["title"], "File uploaded");
+    assert_eq!(pushed["message"], "about File uploaded");
+    assert_eq!(pushed["category"], "storage");
+    assert_eq!(pushed["scope"], "photos");
+    assert_eq!(pushed["read"], false);
+    assert_eq!(sse.next().await, pushed, "SSE carries the same JSON");
+    assert_eq!(next_ws(&mut by_query).await, pushed);
+    // The list item is the very same JSON.
+    assert_eq!(w.listed(&session, id).await, pushed);
+    assert_eq!(w.unread(&session).await, 1);
+}
+
+#[tokio::test]
+async fn muted_notifications_are_not_pushed_listed_or_counted_until_unmuted() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let mut ws = w.ws(Some(&session), None).await.unwrap();
+
+    let mute = |category: &str, scope: Option<&str>| json!({ "category": category, "scope": scope });
+    let a = w.api.put("/api/notifications/mutes", &session, mute("storage", Some("photos"))).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    // Idempotent.
+    let a = w.api.put("/api/notifications/mutes", &session, mute("storage", Some("photos"))).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    for bad in [mute("Storage", None), mute("", None), mute(&"x".repeat(33), None), mute("a", Some(&"s".repeat(129)))] {
+        assert_problem(&w.api.put("/api/notifications/mutes", &session, bad).await.unwrap(), StatusCode::BAD_REQUEST);
+    }
+
+    let muted = w.publish(&ada, "in photos", "storage", Some("photos")).await;
+    let other = w.publish(&ada, "in docs", "storage", Some("docs")).await;
+    assert_eq!(next_ws(&mut ws).await["id"], other, "the muted scope is skipped, the other scope arrives");
+    w.listed(&session, other).await;
+    assert_eq!(ids(&w.list(&session, "").await), vec![other]);
+    assert_eq!(w.unread(&session).await, 1);
+
+    // A category-wide mute hides every scope.
+    assert_eq!(
+        w.api.put("/api/notifications/mutes", &session, mute("storage", None)).await.unwrap().status,
+        StatusCode::NO_CONTENT
+    );
+    let hidden = w.publish(&ada, "in music", "storage", None).await;
+    let marker = w.publish(&ada, "signed in", "auth", None).await;
+    assert_eq!(next_ws(&mut ws).await["id"], marker);
+    w.listed(&session, marker).await;
+    assert_eq!(ids(&w.list(&session, "").await), vec![marker]);
+    assert_eq!(w.unread(&session).await, 1);
+    let mutes = w.api.get("/api/notifications/mutes", &session).await.unwrap();
+    assert_eq!(
+        mutes.body,
+        json!({"mutes": [{"category": "storage", "scope": null}, {"category": "storage", "scope": "photos"}]})
+    );
+
+    // Lifting the category-wide mute (JSON body) leaves the photos one (then lifted by query).
+    let a =
+        w.api.call("DELETE", "/api/notifications/mutes", Some(&session), Some(mute("storage", None))).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(ids(&w.list(&session, "").await), vec![marker, hidden, other]);
+    let a = w.api.delete("/api/notifications/mutes?category=storage&scope=photos", &session).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(ids(&w.list(&session, "").await), vec![marker, hidden, other, muted]);
+    assert_eq!(w.unread(&session).await, 4);
+    assert_eq!(w.api.get("/api/notifications/mutes", &session).await.unwrap().body, json!({"mutes": []}));
+    let again = w.publish(&ada, "photos again", "storage", Some("photos")).await;
+    assert_eq!(next_ws(&mut ws).await["id"], again, "unmuted: pushed again");
+}
+
+#[tokio::test]
+async fn inbox_lists_newest_first_pages_and_reads() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let mut published = Vec::new();
+    for i in 0..7 {
+        published.push(w.publish(&ada, &format!("n{i}"), "storage", None).await);
+    }
+    let newest = *published.last().unwrap();
+    w.listed(&session, newest).await;
+    let mut newest_first = published.clone();
+    newest_first.reverse();
+
+    assert_eq!(ids(&w.list(&session, "").await), newest_first);
+    let page = w.list(&session, "?limit=3").await;
+    assert_eq!(ids(&page), newest_first[..3]);
+    assert_eq!(page["unread"], 7);
+    assert_eq!(ids(&w.list(&session, "?limit=3&offset=3").await), newest_first[3..6]);
+    assert_eq!(ids(&w.list(&session, "?limit=3&offset=6").await), newest_first[6..]);
+    assert!(ids(&w.list(&session, "?offset=7").await).is_empty());
+    assert_eq!(ids(&w.list(&session, "?limit=1000").await).len(), 7, "a big limit is capped, not refused");
+    for bad in ["?limit=0", "?limit=x", "?offset=-1"] {
+        assert_problem(
+            &w.api.get(&format!("/api/notifications{bad}"), &session).await.unwrap(),
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    assert_eq!(w.unread(&session).await, 7);
+
+    // Read one: answered once it shows.
+    let one = published[2];
+    let a = w.api.post(&format!("/api/notifications/{one}/read"), &session, json!({})).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    assert_eq!(w.unread(&session).await, 6);
+    let list = w.list(&session, "").await;
+    let read: Vec<u64> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["read"] == true)
+        .map(|n| n["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(read, vec![one]);
+    // Again: still fine, nothing changes.
+    let a = w.api.post(&format!("/api/notifications/{one}/read"), &session, json!({})).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    for missing in ["999999", "x", "-1"] {
+        let a = w.api.post(&format!("/api/notifications/{missing}/read"), &session, json!({})).await.unwrap();
+        assert_problem(&a, StatusCode::NOT_FOUND);
+    }
+
+    // Read all: everything up to the newest; a later one is unread again.
+    let a = w.api.post("/api/notifications/read-all", &session, json!({})).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(w.unread(&session).await, 0);
+    assert!(w.list(&session, "").await["notifications"].as_array().unwrap().iter().all(|n| n["read"] == true));
+    let later = w.publish(&ada, "later", "storage", None).await;
+    w.listed(&session, later).await;
+    assert_eq!(w.unread(&session).await, 1);
+    assert_eq!(w.list(&session, "?limit=1").await["notifications"][0]["read"], false);
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_and_credentials_need_the_notifications_scope() {
+    let w = world().await;
+    let (ada, ada_session) = w.user("ada").await;
+    let (bob, bob_session) = w.user("bob").await;
+    let mut bob_ws = w.ws(Some(&bob_session), None).await.unwrap();
+
+    let adas = w.publish(&ada, "for ada", "storage", None).await;
+    let bobs = w.publish(&bob, "for bob", "storage", None).await;
+    assert_eq!(next_ws(&mut bob_ws).await["id"], bobs, "bob never gets ada's");
+    w.listed(&ada_session, adas).await;
+    w.listed(&bob_session, bobs).await;
+    assert_eq!(ids(&w.list(&bob_session, "").await), vec![bobs]);
+    let a = w.api.post(&format!("/api/notifications/{adas}/read"), &bob_session, json!({})).await.unwrap();
+    assert_problem(&a, StatusCode::NOT_FOUND);
+    assert_eq!(w.unread(&ada_session).await, 1, "bob's attempt changed nothing");
+
+    // No credential: 401 everywhere, live endpoints included.
+    let none = w.api.call("GET", "/api/notifications", None, None).await.unwrap();
+    assert_problem(&none, StatusCode::UNAUTHORIZED);
+    assert_eq!(w.ws(None, None).await.err(), Some(401));
+    assert_eq!(w.sse(None, None).await.err(), Some(401));
+
+    // API tokens: without the notifications scope 403; read only reads; read+update does all.
+    let token = |scopes: Value| {
+        let auth = w.auth.clone();
+        let session = ada_session.clone();
+        async move {
+            let a = auth.post("/api/tokens", &session, json!({"name": "t", "scopes": scopes})).await.unwrap();
+            assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+            a.body["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let storage_only = token(json!({ format!("storage.{ada}"): ["read"] })).await;
+    let read_only = token(json!({ format!("notifications.{ada}.inbox"): ["read"] })).await;
+    let full = token(json!({ format!("notifications.{ada}"): ["read", "update"] })).await;
+    w.accepted(&read_only).await;
+    w.accepted(&full).await;
+    eventually(WAIT, "the storage-only token to be known (then refused)", || async {
+        Ok((w.api.get("/api/notifications", &storage_only).await?.status == StatusCode::FORBIDDEN).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(w.ws(Some(&storage_only), None).await.err(), Some(403));
+    assert_eq!(w.sse(Some(&storage_only), None).await.err(), Some(403));
+    assert_eq!(ids(&w.list(&read_only, "").await), vec![adas]);
+    let a = w.api.post(&format!("/api/notifications/{adas}/read"), &read_only, json!({})).await.unwrap();
+    assert_problem(&a, StatusCode::FORBIDDEN);
+    assert_problem(
+        &w.api.put("/api/notifications/mutes", &read_only, json!({"category": "x"})).await.unwrap(),
+        StatusCode::FORBIDDEN,
+    );
+    let mut token_ws = w.ws(Some(&read_only), None).await.unwrap();
+    let a = w.api.post(&format!("/api/notifications/{adas}/read"), &full, json!({})).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(w.unread(&ada_session).await, 0);
+
+    // A service account's token, likewise.
+    let sa = w
+        .auth
+        .post(
+            "/api/service-accounts",
+            &ada_session,
+            json!({"name": "bot", "scopes": { format!("notifications.{ada}.inbox"): ["read"] }}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sa.status, StatusCode::CREATED, "{:?}", sa.body);
+    let sa_id = sa.body["id"].as_str().unwrap();
+    let sa_token = w
+        .auth
+        .post(&format!("/api/service-accounts/{sa_id}/tokens"), &ada_session, json!({"name": "t"}))
+        .await
+        .unwrap();
+    let sa_token = sa_token.body["token"].as_str().unwrap().to_owned();
+    w.accepted(&sa_token).await;
+    // (Creating the service account sent ada an `auth` notification of its own.)
+    let listed = ids(&w.list(&sa_token, "").await);
+    assert!(listed.contains(&adas) && !listed.contains(&bobs), "{listed:?}");
+    assert_problem(
+        &w.api.post("/api/notifications/read-all", &sa_token, json!({})).await.unwrap(),
+        StatusCode::FORBIDDEN,
+    );
+    let mut sa_sse = w.sse(Some(&sa_token), None).await.unwrap();
+    let next = w.publish(&ada, "for the bot", "storage", None).await;
+    let not_auth = |v: &Value| v["category"] != "auth";
+    let mut from_sse = sa_sse.next().await;
+    while !not_auth(&from_sse) {
+        from_sse = sa_sse.next().await;
+    }
+    assert_eq!(from_sse["id"], next);
+    let mut from_ws = next_ws(&mut token_ws).await;
+    while !not_auth(&from_ws) {
+        from_ws = next_ws(&mut token_ws).await;
+    }
+    assert_eq!(from_ws["id"], next);
+    assert!(tokio::time::timeout(Duration::from_millis(300), bob_ws.next()).await.is_err(), "bob's socket stays quiet");
+}
+
+#[tokio::test]
+async fn live_connections_are_limited_per_user_and_checked_for_origin() {
+    let w = world().await;
+    let (_, session) = w.user("ada").await;
+    let (_, bob) = w.user("bob").await;
+
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(w.ws(Some(&session), Some("http://cloud.localhost:18080")).await.unwrap());
+    }
+    let _sse1 = w.sse(Some(&session), None).await.unwrap();
+    let _sse2 = w.sse(Some(&session), Some("https://localhost")).await.unwrap();
+    assert_eq!(w.ws(Some(&session), None).await.err(), Some(429), "a 6th WebSocket");
+    assert_eq!(w.sse(Some(&session), None).await.err(), Some(429), "a 6th SSE stream");
+    let refused = w.api.call("GET", "/ws/notifications", Some(&session), None).await.unwrap();
+    assert!(refused.status.is_client_error());
+    // Another user has their own allowance.
+    let _bobs = w.ws(Some(&bob), None).await.unwrap();
+
+    // Close one: a new one is accepted once the service has seen it go.
+    let mut closing = sockets.pop().unwrap();
+    closing.close(None).await.unwrap();
+    drop(closing);
+    let again = eventually(WAIT, "a freed slot", || async { Ok(w.ws(Some(&session), None).await.ok()) }).await.unwrap();
+    sockets.push(again);
+
+    // Origins that are not the platform's are refused, whatever the credential.
+    let (_, carol) = w.user("carol").await;
+    for origin in ["https://evil.example", "http://localhost.evil.example", "null"] {
+        assert_eq!(w.ws(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
+        assert_eq!(w.sse(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
+    }
+    assert!(w.ws(Some(&carol), Some("http://notifications.localhost")).await.is_ok());
+}
+
+/// A WebSocket that never reads, while notifications keep coming: its queue fills and the service
+/// drops it, instead of buffering for it; a healthy socket of the same user gets every one.
+#[tokio::test]
+async fn a_slow_client_is_dropped_not_buffered() {
+    let w = world_with(NotifyConfig { send_queue: 256, ..notify_config() }).await;
+    let (ada, session) = w.user("ada").await;
+    // A small receive buffer, so the stall reaches the service quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = w.gateway.running.url.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut slow = ws_connect(&w.gateway.running.url, Some(&session), None, Some(stream)).await.unwrap();
+    let mut healthy = w.ws(Some(&session), None).await.unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = healthy.next().await {
+            if let Message::Text(text) = message {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if seen_tx.send(v["id"].as_u64().unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let body = "x".repeat(4000);
+    let mut published = Vec::new();
+    let dropped = "notify_slow_clients_dropped_total";
+    while w.metric(dropped).await < 1.0 {
+        assert!(published.len() < 20_000, "the slow client was never dropped");
+        for _ in 0..100 {
+            let id = publish_notification(&w.env, &ada, "big", &body, "storage", None).await.unwrap();
+            published.push(id);
+        }
+    }
+    let last = *published.last().unwrap();
+    assert_eq!(w.metric(dropped).await, 1.0, "only the slow one");
+    let live = eventually(WAIT, "the service to count one connection", || async {
+        let n = w.metric("notify_live_connections").await;
+        Ok((n == 1.0).then_some(n))
+    })
+    .await
+    .unwrap();
+    assert_eq!(live, 1.0);
+
+    // The slow client, reading at last, gets what was in flight and then the end of the connection.
+    let mut got = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(WAIT, slow.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => got += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break format!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => break format!("error: {e}"),
+            Ok(None) => break "end of stream".to_owned(),
+            Err(_) => panic!("the slow connection is still open after {got} messages"),
+        }
+    };
+    assert!(got < published.len(), "the slow client got {got} of {} ({ended})", published.len());
+
+    // The healthy one got every notification, in order.
+    let mut received = Vec::new();
+    while received.last() != Some(&last) {
+        let id = tokio::time::timeout(WAIT, seen.recv()).await.expect("the healthy socket keeps up").unwrap();
+        received.push(id);
+    }
+    assert_eq!(received, published);
+    reader.abort();
+}
+
+#[tokio::test]
+async fn notify_projections_rebuild_to_the_same_rows() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let (bob, bob_session) = w.user("bob").await;
+    let (mut last_ada, mut last_bob) = (0, 0);
+    for i in 0..30 {
+        let scope = format!("s{}", i % 4);
+        if i % 3 == 0 {
+            last_bob = w.publish(&bob, &format!("n{i}"), "auth", Some(&scope)).await;
+        } else {
+            last_ada = w.publish(&ada, &format!("n{i}"), "storage", Some(&scope)).await;
+        }
+    }
+    w.listed(&session, last_ada).await;
+    w.listed(&bob_session, last_bob).await;
+    let list = w.list(&session, "").await;
+    let some = ids(&list)[3];
+    w.api.post(&format!("/api/notifications/{some}/read"), &session, json!({})).await.unwrap();
+    w.api.post("/api/notifications/read-all", &bob_session, json!({})).await.unwrap();
+    w.api.put("/api/notifications/mutes", &session, json!({"category": "storage", "scope": "s1"})).await.unwrap();
+    w.api.put("/api/notifications/mutes", &session, json!({"category": "auth"})).await.unwrap();
+    w.api.delete("/api/notifications/mutes?category=auth", &session).await.unwrap();
+    w.api.put("/api/notifications/mutes", &bob_session, json!({"category": "auth", "scope": "s0"})).await.unwrap();
+    let before = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
+    assert!(!before.0.is_empty());
+
+    let pool = &w.notify.db.pool;
+    for projection in edd_notify::projections() {
+        if projection.name() == "notify/permissions" {
+            continue;
+        }
+        let report =
+            edd_projections::rebuild::rebuild(pool, &w.env.js, projection.as_ref(), 7, &mut |_| {}).await.unwrap();
+        assert!(report.events > 0, "{}", projection.name());
+    }
+    let after = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
+    assert_eq!(before, after);
+}
+
+/// Every row of both projections, as text, in a stable order.
+async fn snapshot(w: &World) -> Vec<String> {
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_inbox.notifications ORDER BY id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.read_marks ORDER BY user_id, id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.watermarks ORDER BY user_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mutes ORDER BY user_id, category, scope) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mute_changes ORDER BY user_id) t",
+    ] {
+        let part: Vec<String> = sqlx::query_scalar(query).fetch_all(&w.notify.db.pool).await.unwrap();
+        rows.push(format!("-- {}", part.len()));
+        rows.extend(part);
+    }
+    rows
+}
+
+/// The service is killed while notifications are being published and started again on the same
+/// database: every published notification is in the inbox exactly once.
+#[tokio::test]
+async fn a_crash_mid_publish_loses_and_repeats_nothing() {
+    let mut w = world().await;
+    let (ada, session) = w.user("ada").await;
+    const COUNT: usize = 600;
+    let (tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let env_js = w.env.js.clone();
+    let user = ada.clone();
+    let publisher = tokio::spawn(async move {
+        let events = edd_events::EventStore::new(env_js);
+        let mut ids = Vec::with_capacity(COUNT);
+        for i in 0..COUNT {
+            let note = edd_events::catalog::notify::Notification {
+                user_id: edd_events::Token::new(user.clone()).unwrap(),
+                title: format!("n{i}"),
+                message: "m".into(),
+                link: None,
+                category: "storage".into(),
+                scope: None,
+            };
+            ids.push(events.publish(&edd_events::Envelope::new("storage", note)).await.unwrap());
+            tx.send_replace(i + 1);
+        }
+        ids
+    });
+    progress.wait_for(|n| *n >= COUNT / 4).await.unwrap();
+    let addr = w.notify.running.url.trim_start_matches("http://").parse().unwrap();
+    w.notify.running.kill();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM notify_inbox.notifications")
+        .fetch_one(&w.notify.db.pool)
+        .await
+        .unwrap_or(0);
+    progress.wait_for(|n| *n >= COUNT / 2).await.unwrap();
+    w.notify.running = restart_notify(&w.env, notify_config(), &w.notify.db, Some(addr)).await.unwrap();
+    let published: BTreeSet<u64> = publisher.await.unwrap().into_iter().collect();
+    assert_eq!(published.len(), COUNT);
+    assert!((applied as usize) < COUNT, "the kill came before the end ({applied} applied)");
+
+    eventually(Duration::from_secs(30), "every notification in the inbox", || async {
+        Ok((w.unread(&session).await == COUNT as i64).then_some(()))
+    })
+    .await
+    .unwrap();
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, count(*) OVER (PARTITION BY title) FROM notify_inbox.notifications ORDER BY id")
+            .fetch_all(&w.notify.db.pool)
+            .await
+            .unwrap();
+    let stored: BTreeSet<u64> = rows.iter().map(|(id, _)| *id as u64).collect();
+    assert_eq!(stored, published, "exactly the published ids");
+    assert!(rows.iter().all(|(_, copies)| *copies == 1), "no notification twice");
+    let mut listed = BTreeSet::new();
+    for offset in (0..COUNT).step_by(200) {
+        listed.extend(ids(&w.list(&session, &format!("?limit=200&offset={offset}")).await));
+    }
+    assert_eq!(listed, published, "and the API lists each once");
+}
+
+/// The CLI: ls, read, mute, unmute and watch against the service through the gateway.
+#[tokio::test]
+async fn the_cli_lists_reads_mutes_and_watches() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let first = w.publish(&ada, "hello", "storage", Some("docs")).await;
+    w.listed(&session, first).await;
+    let edd = edd_binary();
+    // `notifications.localhost` does not resolve on every machine: the CLI talks to the service directly.
+    let url = w.notify.running.url.clone();
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&edd)
+            .args(args)
+            .env("EDD_TOKEN", &session)
+            .env("EDD_NOTIFICATIONS_URL", &url)
+            .env("EDD_AUTH_URL", "http://auth.localhost:1")
+            .env("EDD_CONFIG", "/nonexistent/edd-config.json")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["notifications", "ls"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("hello") && out.contains("storage/docs") && out.contains("1 unread"), "{out}");
+    let (ok, out, _) = run(&["notifications", "ls", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["notifications"][0]["id"], first);
+    let (ok, _, err) = run(&["notifications", "read", &first.to_string()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(w.unread(&session).await, 0);
+    let (ok, _, err) = run(&["notifications", "mute", "storage", "--scope", "docs"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["notifications", "mutes"]).await;
+    assert!(ok && out.contains("docs"), "{out}");
+    let (ok, _, err) = run(&["notifications", "unmute", "storage", "--scope", "docs"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(w.api.get("/api/notifications/mutes", &session).await.unwrap().body, json!({"mutes": []}));
+    let (ok, _, err) = run(&["notifications", "read", "--all"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["notifications", "read"]).await;
+    assert!(!ok && err.contains("--all"), "{err}");
+
+    // watch --json: one JSON object per line as they arrive.
+    let mut child = tokio::process::Command::new(&edd)
+        .args(["notifications", "watch", "--json"])
+        .env("EDD_TOKEN", &session)
+        .env("EDD_NOTIFICATIONS_URL", &url)
+        .env("EDD_CONFIG", "/nonexistent/edd-config.json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    eventually(WAIT, "the watcher to connect", || async {
+        let n = w.metric("notify_live_connections").await;
+        Ok((n >= 1.0).then_some(()))
+    })
+    .await
+    .unwrap();
+    let id = w.publish(&ada, "live", "auth", None).await;
+    let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["id"], id);
+    assert_eq!(v["title"], "live");
+    child.kill().await.unwrap();
+}
+
+/// The `edd` binary next to the test binary (built here if missing).
+fn edd_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("edd");
+    if !bin.exists() {
+        let status =
+            std::process::Command::new(env!("CARGO")).args(["build", "-p", "edd", "--bin", "edd"]).status().unwrap();
+        assert!(status.success(), "building the edd binary");
+    }
+    bin
+}
+
+/// Pings find dead clients (one that answers none is closed after two intervals) and a revoked
+/// credential ends its live connections, while a client that reads stays connected.
+#[tokio::test]
+async fn pings_and_revocations_end_live_connections() {
+    let w = world_with(NotifyConfig { ping_interval_secs: 1, ..notify_config() }).await;
+    let (ada, session) = w.user("ada").await;
+    let created = w
+        .auth
+        .post("/api/tokens", &session, json!({"name": "live", "scopes": { format!("notifications.{ada}"): ["read"] }}))
+        .await
+        .unwrap();
+    let token = created.body["token"].as_str().unwrap().to_owned();
+    let token_id = created.body["id"].as_str().unwrap().to_owned();
+    w.accepted(&token).await;
+
+    // A reader that answers pings (the client library does, as long as it reads).
+    let mut alive = w.ws(Some(&session), None).await.unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = alive.next().await {
+            if let Message::Text(text) = message {
+                let _ = seen_tx.send(serde_json::from_str::<Value>(&text).unwrap());
+            }
+        }
+    });
+    let mut deaf = w.ws(Some(&session), None).await.unwrap();
+    let mut revoked = w.ws(Some(&token), None).await.unwrap();
+    // It reads (so it answers pings) until it is closed, and reports the close code.
+    let revoked = tokio::spawn(async move {
+        loop {
+            match revoked.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(u16::from(frame.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    });
+
+    eventually(WAIT, "the deaf client to be closed", || async {
+        Ok((w.metric("notify_ping_timeouts_total").await >= 1.0).then_some(()))
+    })
+    .await
+    .unwrap();
+    let a = w.auth.delete(&format!("/api/tokens/{token_id}"), &session).await.unwrap();
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    // The revoked token's socket is closed with a policy code, pings and all.
+    let code = tokio::time::timeout(WAIT, revoked).await.expect("closed in time").unwrap();
+    assert_eq!(code, Some(1008));
+    assert_eq!(w.metric("notify_connections_revoked_total").await, 1.0);
+    assert_eq!(w.metric("notify_ping_timeouts_total").await, 1.0, "only the deaf one missed pings");
+    // The deaf one's connection ends (after what was in flight: a few pings and the close).
+    loop {
+        match tokio::time::timeout(WAIT, deaf.next()).await.expect("ended in time") {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        }
+    }
+    // The reading client is still there and still gets notifications.
+    let id = w.publish(&ada, "still here", "storage", None).await;
+    let got = tokio::time::timeout(WAIT, seen.recv()).await.unwrap().unwrap();
+    assert_eq!(got["id"], id);
+    assert_eq!(w.metric("notify_live_connections").await, 1.0);
+    reader.abort();
+}

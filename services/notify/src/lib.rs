@@ -1,0 +1,155 @@
+//! The notification service: per-user inboxes of the `notify.{user_id}` notifications other
+//! services publish, read marks and mutes, and live delivery over WebSocket and SSE
+//! (see `docs/notify.md`).
+//!
+//! - [`projection`]: `notify/inbox` (stream `NOTIFY`) and `notify/state` (stream `INBOX`, what users
+//!   did: read marks, mutes) in `notifications_db`; `notify/permissions` for local authorization;
+//! - [`queries`]: reads (read state and mute visibility are decided here);
+//! - [`api`]: the HTTP API; commands append `INBOX` events and answer once `notify/state` shows them;
+//! - [`live`]: the per-replica fanout from `NOTIFY` to the open WebSockets and SSE streams;
+//! - retention: an hourly sweep removes read notifications older than `retention_days`.
+
+pub mod api;
+pub mod config;
+pub mod live;
+pub mod projection;
+pub mod queries;
+mod state;
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use edd_events::EventStore;
+use edd_kit::{
+    auth::{Authorizer, PermissionsProjection},
+    App, Metrics, Shutdown,
+};
+use edd_projections::{Projection, Runner, RunnerConfig};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use config::NotifyConfig;
+
+/// The notify service's permissions: scopes under the `notifications` root, sessions, tokens.
+pub const PERMISSIONS: PermissionsProjection = PermissionsProjection::new("notify/permissions", Some("notifications"));
+
+/// The projections the notify service runs in `notifications_db`.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(projection::InboxProjection), Arc::new(projection::StateProjection), Arc::new(PERMISSIONS)]
+}
+
+/// What the service needs from outside: the event log and its own database.
+pub struct Deps {
+    pub js: jetstream::Context,
+    pub pool: PgPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid setting: {0}")]
+    Config(String),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Runs the notification service on `listener` until `shutdown`.
+pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let Deps { js, pool } = deps;
+    let metrics = Metrics::new();
+
+    spawn_projection(&pool, &js, Arc::new(projection::InboxProjection), &shutdown);
+    let state_handle = spawn_projection(&pool, &js, Arc::new(projection::StateProjection), &shutdown);
+    let (authorizer, _) =
+        edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
+
+    let hub = live::Hub::new(&config, &metrics);
+    tokio::spawn(live::follow_mutes(hub.clone(), pool.clone(), state_handle.clone(), shutdown.clone()));
+    tokio::spawn(live::fanout(hub.clone(), js.clone(), shutdown.clone()));
+    let retention = (config.retention_days, Duration::from_secs(config.retention_sweep_secs));
+    tokio::spawn(retention_sweeps(pool.clone(), retention, shutdown.clone()));
+
+    let state = state::AppState {
+        store: EventStore::new(js),
+        pool: pool.clone(),
+        authorizer: authorizer.clone(),
+        state: state_handle,
+        hub: hub.clone(),
+        origins: Arc::new(live::Origins::new(&config.base_domain, &config.allowed_origins)),
+        ping_interval: config.ping_interval(),
+        shutdown: shutdown.clone(),
+    };
+    let router = App::new("notify", metrics)
+        .router(api::router(state))
+        .readiness("permissions", move || permissions_ready(authorizer.clone()))
+        .readiness("live", move || {
+            let ready = hub.is_ready();
+            async move {
+                if ready {
+                    Ok(())
+                } else {
+                    Err("live fanout still starting")
+                }
+            }
+        })
+        .readiness("postgres", move || {
+            let pool = pool.clone();
+            async move {
+                match queries::ready(&pool).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("projections not created yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .build();
+    edd_kit::shutdown::serve(listener, router, shutdown.wait()).await?;
+    Ok(())
+}
+
+fn spawn_projection(
+    pool: &PgPool,
+    js: &jetstream::Context,
+    projection: Arc<dyn Projection>,
+    shutdown: &Shutdown,
+) -> edd_projections::Handle {
+    let (runner, handle) = Runner::new(pool.clone(), js.clone(), projection, RunnerConfig::default());
+    let stop = shutdown.wait();
+    tokio::spawn(async move {
+        if let Err(e) = runner.run(stop).await {
+            tracing::error!(error = %e, "projection stopped");
+        }
+    });
+    handle
+}
+
+async fn permissions_ready(authorizer: Authorizer) -> Result<(), &'static str> {
+    if authorizer.is_ready() {
+        Ok(())
+    } else {
+        Err("permissions projection still catching up")
+    }
+}
+
+/// Every `every`, removes read notifications older than `days` days (and their read marks).
+///
+/// This prunes the read model only: the notifications stay in `NOTIFY` until the stream's own
+/// age limit (30 days), so a rebuild within that window brings back read ones the sweep removed;
+/// the next sweep removes them again.
+async fn retention_sweeps(pool: PgPool, (days, every): (u32, Duration), shutdown: Shutdown) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = ticker.tick() => {}
+        }
+        let before = time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days));
+        match queries::sweep(&pool, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, days, "retention removed read notifications"),
+            // Before the projections' first run the tables may not exist; the next sweep retries.
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `GET/POST /storage/namespaces`, `GET/PUT/DELETE /storage/namespaces/{name}`.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+};
+use edd_events::{
+    catalog::storage::{namespace_key, NamespaceCreated, NamespaceDeleted, NamespaceUpdated, Visibility},
+    Expected, Token,
+};
+use edd_kit::{auth::Principal, Json, Problem};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{
+    names::check_namespace,
+    projection::SCHEMA,
+    state::{after, AppState, Namespace},
+};
+
+#[derive(Serialize)]
+pub struct NamespaceView {
+    name: String,
+    visibility: Visibility,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    files: u64,
+    bytes: u64,
+}
+
+async fn view(state: &AppState, ns: &Namespace) -> Result<NamespaceView, Problem> {
+    let row = sqlx::query(&format!(
+        "SELECT count(*) AS files, coalesce(sum(size), 0)::bigint AS bytes FROM {SCHEMA}.files
+         WHERE ns_id = $1 AND NOT deleted"
+    ))
+    .bind(ns.ns_id.as_str())
+    .fetch_one(&state.pool)
+    .await
+    .map_err(Problem::internal)?;
+    Ok(NamespaceView {
+        name: ns.name.clone(),
+        visibility: ns.visibility,
+        created_at: ns.created_at,
+        files: row.try_get::<i64, _>("files").map_err(Problem::internal)? as u64,
+        bytes: row.try_get::<i64, _>("bytes").map_err(Problem::internal)? as u64,
+    })
+}
+
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<NamespaceView>>, Problem> {
+    principal.require("storage", &principal.user_id, Some("namespaces"), None, "read")?;
+    let mut views = Vec::new();
+    for ns in state.namespaces_of(&principal.user_id).await? {
+        views.push(view(&state, &ns).await?);
+    }
+    Ok(Json(views))
+}
+
+/// The caller's live namespace `name`: another user's is a 404, like a missing one.
+async fn own(state: &AppState, principal: &Principal, name: &str, action: &str) -> Result<Namespace, Problem> {
+    let ns = state.namespace(name).await?;
+    principal.require("storage", &ns.owner, Some("namespaces"), Some(&ns.name), action)?;
+    Ok(ns)
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<NamespaceView>, Problem> {
+    let ns = own(&state, &principal, &name, "read").await?;
+    Ok(Json(view(&state, &ns).await?))
+}
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    name: String,
+    #[serde(default)]
+    visibility: Option<Visibility>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(req): Json<CreateRequest>,
+) -> Result<(StatusCode, Json<NamespaceView>), Problem> {
+    check_namespace(&req.name)?;
+    principal.require("storage", &principal.user_id, Some("namespaces"), Some(&req.name), "create")?;
+    let record = state.namespace_record(&req.name).await?;
+    if let Some(existing) = record.as_ref().filter(|ns| !ns.deleted) {
+        let detail = if existing.owner == principal.user_id {
+            format!("you already have a namespace {:?}", existing.name)
+        } else {
+            format!("the name {:?} is taken", req.name)
+        };
+        return Err(Problem::conflict(detail));
+    }
+    let owned = state.namespaces_of(&principal.user_id).await?.len() as u64;
+    if owned >= state.config.max_namespaces {
+        return Err(Problem::forbidden(format!("you have {owned} namespaces, the most allowed")));
+    }
+    let ns_key = Token::new(namespace_key(&req.name)).map_err(Problem::internal)?;
+    let created = NamespaceCreated {
+        ns_key,
+        ns_id: Token::random(),
+        name: req.name.clone(),
+        owner: principal.user_id.clone(),
+        visibility: req.visibility.unwrap_or(Visibility::Private),
+    };
+    state.commit(principal.user_id.as_str(), created, after(record.map(|r| r.seq))).await.map_err(|p| {
+        if p.status == StatusCode::CONFLICT {
+            Problem::conflict(format!("the name {:?} was just taken", req.name))
+        } else {
+            p
+        }
+    })?;
+    let ns = state.namespace(&req.name).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &ns).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct UpdateRequest {
+    visibility: Visibility,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateRequest>,
+) -> Result<Json<NamespaceView>, Problem> {
+    let ns = own(&state, &principal, &name, "update").await?;
+    if ns.visibility != req.visibility {
+        let updated =
+            NamespaceUpdated { ns_key: ns.ns_key.clone(), ns_id: ns.ns_id.clone(), visibility: req.visibility };
+        state.commit(principal.user_id.as_str(), updated, Expected::Exactly(ns.seq)).await?;
+    }
+    let ns = state.namespace(&name).await?;
+    Ok(Json(view(&state, &ns).await?))
+}
+
+pub async fn remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let ns = own(&state, &principal, &name, "delete").await?;
+    delete_namespace(&state, &ns, principal.user_id.as_str(), "requested").await?;
+    state.notify(&ns.owner, "Namespace deleted", format!("The namespace {} was deleted.", ns.name), &ns.name).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes `ns` with its files: the event first (from then on nothing is visible), then the blobs
+/// (what fails here is the sweeper's).
+pub async fn delete_namespace(state: &AppState, ns: &Namespace, actor: &str, reason: &str) -> Result<(), Problem> {
+    let current = view(state, ns).await?;
+    let deleted = NamespaceDeleted {
+        ns_key: ns.ns_key.clone(),
+        ns_id: ns.ns_id.clone(),
+        name: ns.name.clone(),
+        owner: ns.owner.clone(),
+        reason: reason.into(),
+        files: current.files,
+        bytes: current.bytes,
+    };
+    state.commit(actor, deleted, Expected::Exactly(ns.seq)).await?;
+    match state.delete_blobs_of(&ns.ns_id).await {
+        Ok(n) => tracing::info!(namespace = ns.name, blobs = n, "namespace deleted"),
+        Err(e) => tracing::warn!(namespace = ns.name, error = %e, "namespace deleted; blobs left to the sweeper"),
+    }
+    Ok(())
+}

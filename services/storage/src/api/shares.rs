@@ -1,0 +1,223 @@
+//! Share links: `POST /storage/share`, `GET /storage/shares`, `DELETE /storage/shares/{id}`, and
+//! the public `GET /storage/shared/{id}?key=…`.
+//!
+//! A link is a random 256-bit key; the log holds only its SHA-256 and the expiry. That gives what
+//! an HMAC-signed URL gives (unforgeable, expiring) plus revocation, with no signing key to
+//! distribute or rotate. The key travels in the query string, which the gateway never logs.
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::Response,
+};
+use base64::Engine as _;
+use edd_events::{
+    catalog::storage::{ShareCreated, ShareRevoked},
+    Expected, Token,
+};
+use edd_kit::{auth::Principal, Json, Problem};
+use ring::rand::SecureRandom as _;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use time::{Duration, OffsetDateTime};
+
+use super::{
+    require_files,
+    serve::{file_response, Disposition, Reader},
+};
+use crate::{names::check_path, projection::SCHEMA, state::AppState, transfer::hex};
+
+/// A share link's lifetime when the request names none.
+const DEFAULT_SHARE_SECS: u64 = 24 * 3600;
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    namespace: String,
+    path: String,
+    #[serde(default)]
+    expires_in_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct Created {
+    id: String,
+    /// The link, on the host the request came to.
+    url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Json(req): Json<CreateRequest>,
+) -> Result<(StatusCode, Json<Created>), Problem> {
+    check_path(&req.path)?;
+    let ns = state.namespace(&req.namespace).await?;
+    // A link hands out read access: it takes the right to create, not only to read.
+    require_files(&principal, &ns, "create")?;
+    state.file(&ns, &req.path).await?;
+    let secs = req.expires_in_secs.unwrap_or(DEFAULT_SHARE_SECS);
+    if secs == 0 || secs > state.config.max_share_secs {
+        return Err(Problem::bad_request(format!("expires_in_secs is 1 to {}", state.config.max_share_secs))
+            .with_extension("field", "expires_in_secs"));
+    }
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut key).map_err(|_| Problem::internal("no randomness"))?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+    let share_id = Token::random();
+    let expires_at = OffsetDateTime::now_utc() + Duration::seconds(secs as i64);
+    let created = ShareCreated {
+        share_id: share_id.clone(),
+        ns_id: ns.ns_id.clone(),
+        namespace: ns.name.clone(),
+        path: req.path.clone(),
+        owner: ns.owner.clone(),
+        key_sha256: sha256_hex(key.as_bytes()),
+        expires_at,
+    };
+    state.commit(principal.user_id.as_str(), created, Expected::NoStream).await?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+    let url = format!("{scheme}://{host}/storage/shared/{share_id}?key={key}");
+    Ok((StatusCode::CREATED, Json(Created { id: share_id.to_string(), url, expires_at })))
+}
+
+#[derive(Serialize)]
+pub struct ShareView {
+    id: String,
+    namespace: String,
+    path: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    revoked: bool,
+}
+
+/// The caller's links, newest first (the keys are not kept, so not shown).
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<ShareView>>, Problem> {
+    principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
+    let rows = sqlx::query(&format!(
+        "SELECT share_id, namespace, path, created_at, expires_at, revoked FROM {SCHEMA}.shares
+         WHERE owner = $1 ORDER BY created_at DESC LIMIT 1000"
+    ))
+    .bind(principal.user_id.as_str())
+    .fetch_all(&state.pool)
+    .await
+    .map_err(Problem::internal)?;
+    rows.iter()
+        .map(|row| {
+            Ok(ShareView {
+                id: row.try_get("share_id")?,
+                namespace: row.try_get("namespace")?,
+                path: row.try_get("path")?,
+                created_at: row.try_get("created_at")?,
+                expires_at: row.try_get("expires_at")?,
+                revoked: row.try_get("revoked")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map(Json)
+        .map_err(Problem::internal)
+}
+
+struct Share {
+    ns_id: String,
+    namespace: String,
+    path: String,
+    owner: String,
+    key_sha256: String,
+    expires_at: OffsetDateTime,
+    revoked: bool,
+    seq: u64,
+}
+
+async fn share(state: &AppState, id: &str) -> Result<Option<Share>, Problem> {
+    let row = sqlx::query(&format!(
+        "SELECT ns_id, namespace, path, owner, key_sha256, expires_at, revoked, seq FROM {SCHEMA}.shares
+         WHERE share_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(Problem::internal)?;
+    let Some(row) = row else { return Ok(None) };
+    let get = |e: sqlx::Error| Problem::internal(e);
+    Ok(Some(Share {
+        ns_id: row.try_get("ns_id").map_err(get)?,
+        namespace: row.try_get("namespace").map_err(get)?,
+        path: row.try_get("path").map_err(get)?,
+        owner: row.try_get("owner").map_err(get)?,
+        key_sha256: row.try_get("key_sha256").map_err(get)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
+        revoked: row.try_get("revoked").map_err(get)?,
+        seq: row.try_get::<i64, _>("seq").map_err(get)? as u64,
+    }))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let share = share(&state, &id).await?.ok_or_else(|| Problem::not_found("no such share link"))?;
+    let owner = Token::new(share.owner.clone()).map_err(Problem::internal)?;
+    principal.require("storage", &owner, Some("files"), Some(&share.namespace), "delete")?;
+    if !share.revoked {
+        let share_id = Token::new(id).map_err(Problem::internal)?;
+        state
+            .commit(principal.user_id.as_str(), ShareRevoked { share_id, owner }, Expected::Exactly(share.seq))
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct FetchQuery {
+    #[serde(default)]
+    key: String,
+}
+
+/// The shared file, for anyone holding the link. Every failure before the key is checked is the same
+/// 404, so links cannot be probed.
+pub async fn fetch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<FetchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let unknown = || Problem::not_found("no such share link");
+    if q.key.is_empty() || q.key.len() > 64 {
+        return Err(unknown());
+    }
+    let share = share(&state, &id).await?.ok_or_else(unknown)?;
+    if sha256_hex(q.key.as_bytes()) != share.key_sha256 {
+        return Err(unknown());
+    }
+    if share.revoked {
+        return Err(Problem::new(StatusCode::GONE).with_detail("this share link was revoked"));
+    }
+    if share.expires_at <= OffsetDateTime::now_utc() {
+        return Err(Problem::new(StatusCode::GONE).with_detail("this share link has expired"));
+    }
+    let ns = state.namespace(&share.namespace).await?;
+    if ns.ns_id.as_str() != share.ns_id {
+        return Err(Problem::new(StatusCode::GONE).with_detail("the shared file's namespace was deleted"));
+    }
+    let file = state.file(&ns, &share.path).await?;
+    let reader = Reader { user: None, progress: None };
+    file_response(
+        &state,
+        &file,
+        edd_events::catalog::storage::Visibility::Private,
+        &headers,
+        Disposition::Inline,
+        reader,
+    )
+}

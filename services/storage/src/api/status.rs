@@ -1,0 +1,95 @@
+//! `GET /storage/status` (the file system's health), `GET /storage/usage` (the caller's bytes and
+//! quota) and `GET /sse/progress?id=` (a transfer's progress as server-sent events).
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Query, State},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use edd_kit::{auth::Principal, Json, Problem};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    progress::check_id,
+    state::{gfs_problem, AppState},
+};
+
+#[derive(Serialize)]
+pub struct Status {
+    /// Every chunk has a live replica and the active master answers.
+    healthy: bool,
+    /// The active master's address, for administrators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_master: Option<String>,
+    chunkservers_live: usize,
+    chunkservers: usize,
+    files: u64,
+    chunks: u64,
+    under_replicated: u64,
+    missing: u64,
+}
+
+pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Status>, Problem> {
+    let s = state.gfs.status().await.map_err(gfs_problem)?;
+    let live = s.chunkservers.iter().filter(|c| c.alive).count();
+    Ok(Json(Status {
+        healthy: s.active && s.missing == 0 && live > 0,
+        active_master: principal.is_admin.then_some(s.active_addr),
+        chunkservers_live: live,
+        chunkservers: s.chunkservers.len(),
+        files: s.files,
+        chunks: s.chunks,
+        under_replicated: s.under_replicated,
+        missing: s.missing,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct Usage {
+    bytes: u64,
+    files: u64,
+    quota_bytes: u64,
+    max_upload_bytes: u64,
+}
+
+pub async fn usage(State(state): State<AppState>, principal: Principal) -> Result<Json<Usage>, Problem> {
+    principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
+    let (bytes, files) = state.usage(&principal.user_id).await?;
+    Ok(Json(Usage {
+        bytes,
+        files,
+        quota_bytes: state.config.quota_bytes,
+        max_upload_bytes: state.config.max_upload_bytes,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct ProgressQuery {
+    id: String,
+}
+
+/// Follows one of the caller's transfers; ends when it does. Works whether the watcher arrives
+/// before or after the transfer starts.
+pub async fn progress(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<ProgressQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    check_id(&q.id)?;
+    let rx = state.progress.watch(&principal.user_id, &q.id)?;
+    let events = futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
+        if finished {
+            return None;
+        }
+        let snapshot = rx.borrow_and_update().clone();
+        let done = snapshot.done;
+        let event = Event::default().event("progress").json_data(&snapshot).unwrap_or_default();
+        if !done && rx.changed().await.is_err() {
+            return Some((Ok(event), (rx, true)));
+        }
+        Some((Ok(event), (rx, done)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

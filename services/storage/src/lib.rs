@@ -1,0 +1,128 @@
+//! The storage service: namespaces and files on GFS, share links and quotas (see `docs/storage.md`).
+//!
+//! Event-sourced on the `STORAGE` stream: commands append events and answer once the service's own
+//! `storage/catalog` projection shows them; reads come from that projection. A file's bytes are a
+//! GFS file (a *blob*) written completely before the event that names it, so a file is either
+//! wholly there or not at all; blobs no event refers to are swept.
+//!
+//! Layout: [`api`] (thin axum handlers), [`state`] (shared state, the commit path, catalog reads),
+//! [`projection`] (the catalog), [`transfer`] (streaming to and from GFS), [`http`] (ranges,
+//! conditional requests), [`names`] (what names and paths may be), [`progress`] (transfer
+//! progress), [`reactions`] (user deletions, the sweeper), [`config`].
+
+mod api;
+pub mod config;
+pub mod http;
+pub mod names;
+pub mod progress;
+pub mod projection;
+pub mod reactions;
+mod state;
+pub mod transfer;
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream;
+use edd_events::EventStore;
+use edd_gfs::client::{GfsClient, GfsConfig, GfsError};
+use edd_kit::{
+    auth::{Authorizer, PermissionsProjection},
+    App, Metrics, Shutdown,
+};
+use edd_projections::{Projection, Runner, RunnerConfig};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use config::StorageConfig;
+pub use state::GFS_NAMESPACE;
+
+/// The storage service's permissions: the `storage` scope root.
+pub const PERMISSIONS: PermissionsProjection = PermissionsProjection::new("storage/permissions", Some("storage"));
+
+/// The projections the storage service runs in `sfs_db`.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(projection::CatalogProjection), Arc::new(PERMISSIONS)]
+}
+
+/// What the service needs from outside: the event log, its database and GFS's client secret.
+pub struct Deps {
+    pub js: jetstream::Context,
+    pub pool: PgPool,
+    pub gfs_secret: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("GFS client: {0}")]
+    Gfs(#[from] GfsError),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Runs the storage service on `listener` until `shutdown`.
+pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
+    let Deps { js, pool, gfs_secret } = deps;
+    let gfs = GfsClient::new(GfsConfig::new(config.gfs_masters.clone(), gfs_secret))?;
+    let (runner, catalog) =
+        Runner::new(pool.clone(), js.clone(), Arc::new(projection::CatalogProjection), RunnerConfig::default());
+    tokio::spawn(runner.run(shutdown.wait()));
+    let (authorizer, _) =
+        edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
+
+    let state = state::AppState {
+        store: EventStore::new(js),
+        pool: pool.clone(),
+        authorizer: authorizer.clone(),
+        catalog,
+        gfs: gfs.clone(),
+        config: Arc::new(config.clone()),
+        progress: progress::Progress::default(),
+    };
+    tokio::spawn(ensure_gfs_namespace(gfs.clone(), shutdown.clone()));
+    tokio::spawn(reactions::follow_user_deletions(state.clone(), shutdown.clone()));
+    tokio::spawn(reactions::sweep_forever(
+        state.clone(),
+        Duration::from_secs(config.sweep_interval_secs.max(1)),
+        Duration::from_secs(config.sweep_grace_secs),
+        shutdown.clone(),
+    ));
+
+    let router = App::new("storage", Metrics::new())
+        .router(api::router(state))
+        // Uploads answer once the whole body is stored; stalled ones are cut by the idle timeout.
+        .request_timeout(Duration::from_secs(24 * 3600))
+        .readiness("permissions", move || ready_check(authorizer.clone()))
+        .readiness("postgres", move || {
+            let pool = pool.clone();
+            async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop) }
+        })
+        .readiness("gfs", move || {
+            let gfs = gfs.clone();
+            async move { gfs.status().await.map(drop) }
+        })
+        .build();
+    edd_kit::shutdown::serve(listener, router, shutdown.wait()).await?;
+    Ok(())
+}
+
+async fn ready_check(authorizer: Authorizer) -> Result<(), &'static str> {
+    if authorizer.is_ready() {
+        Ok(())
+    } else {
+        Err("permissions projection still catching up")
+    }
+}
+
+/// Creates the GFS namespace blobs live in, retrying until GFS answers.
+async fn ensure_gfs_namespace(gfs: GfsClient, shutdown: Shutdown) {
+    loop {
+        match gfs.create_namespace(GFS_NAMESPACE).await {
+            Ok(()) | Err(GfsError::AlreadyExists(_)) => return,
+            Err(e) => tracing::warn!(error = %e, "cannot create the GFS namespace yet; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
