@@ -148,6 +148,9 @@ fn checked(body: MuteBody) -> Result<(String, Option<String>), Problem> {
     Ok((category, scope))
 }
 
+/// Mutes one user may hold.
+const MAX_MUTES: usize = 100;
+
 async fn mute(
     State(state): State<AppState>,
     principal: Principal,
@@ -158,6 +161,11 @@ async fn mute(
     let user = principal.user_id.as_str();
     let existing = queries::mutes(&state.pool, user).await.map_err(Problem::internal)?;
     if !existing.iter().any(|m| m.category == category && m.scope == scope) {
+        // Every replica keeps every mute in memory, and the INBOX stream keeps them forever.
+        if existing.len() >= MAX_MUTES {
+            return Err(Problem::conflict(format!("at most {MAX_MUTES} mutes per user; lift one first"))
+                .with_extension("max_mutes", MAX_MUTES));
+        }
         let event = MuteSet { user_id: principal.user_id.clone(), category, scope };
         state.commit_mute(user, event).await?;
     }

@@ -142,8 +142,11 @@ pub async fn ready(pool: &PgPool) -> Result<bool, sqlx::Error> {
 /// Most notifications one retention transaction deletes.
 const SWEEP_BATCH: i64 = 5_000;
 
-/// Retention: deletes read notifications created before `before`, and their read marks, in
-/// batches. Returns how many notifications went.
+/// Retention: deletes read notifications created before `before`, in batches. Returns how many went.
+///
+/// Read marks stay (they are `notify/state`'s rows, a few bytes each): a rebuild of `notify/inbox`
+/// within the stream's retention brings swept notifications back *read*, and the next sweep removes
+/// them again.
 pub async fn sweep(pool: &PgPool, before: OffsetDateTime) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
@@ -159,17 +162,6 @@ pub async fn sweep(pool: &PgPool, before: OffsetDateTime) -> Result<u64, sqlx::E
         .bind(SWEEP_BATCH)
         .fetch_all(&mut *tx)
         .await?;
-        if !deleted.is_empty() {
-            let (users, ids): (Vec<String>, Vec<i64>) = deleted.iter().cloned().unzip();
-            sqlx::query(
-                "DELETE FROM notify_state.read_marks r USING UNNEST($1::text[], $2::bigint[]) AS d(user_id, id)
-                 WHERE r.user_id = d.user_id AND r.id = d.id",
-            )
-            .bind(&users)
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        }
         tx.commit().await?;
         total += deleted.len() as u64;
         if (deleted.len() as i64) < SWEEP_BATCH {

@@ -29,16 +29,35 @@ pub struct StorageConfig {
         default_value_t = 60
     )]
     pub idle_timeout_secs: u64,
+    /// Longest time one upload may take, start to end (the request is cut then).
+    #[arg(id = "storage_upload_deadline_secs", long = "storage-upload-deadline-secs", env = "EDD_STORAGE_UPLOAD_DEADLINE_SECS", default_value_t = 6 * 3600)]
+    pub upload_deadline_secs: u64,
+    /// Uploads one user may run at once (each holds up to two GFS pieces of memory).
+    #[arg(
+        id = "storage_max_uploads_per_user",
+        long = "storage-max-uploads-per-user",
+        env = "EDD_STORAGE_MAX_UPLOADS_PER_USER",
+        default_value_t = 4
+    )]
+    pub max_uploads_per_user: usize,
+    /// Uploads this replica runs at once, over all users.
+    #[arg(
+        id = "storage_max_uploads",
+        long = "storage-max-uploads",
+        env = "EDD_STORAGE_MAX_UPLOADS",
+        default_value_t = 64
+    )]
+    pub max_uploads: usize,
     /// Longest lifetime of a share link.
     #[arg(id = "storage_max_share_secs", long = "storage-max-share-secs", env = "EDD_STORAGE_MAX_SHARE_SECS", default_value_t = 30 * 24 * 3600)]
     pub max_share_secs: u64,
-    /// GFS files no file refers to are deleted once they are this old (an upload still running is
-    /// younger; one cut off by a crash is not).
+    /// GFS files no file refers to are deleted once they were created this long ago. Keep it above
+    /// the upload deadline: an upload still running is younger, one cut off by a crash is not.
     #[arg(
         id = "storage_sweep_grace_secs",
         long = "storage-sweep-grace-secs",
         env = "EDD_STORAGE_SWEEP_GRACE_SECS",
-        default_value_t = 3600
+        default_value_t = 7 * 3600
     )]
     pub sweep_grace_secs: u64,
     /// How often the sweeper looks for such files.
@@ -55,6 +74,10 @@ impl StorageConfig {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs.max(1))
     }
+
+    pub fn upload_deadline(&self) -> Duration {
+        Duration::from_secs(self.upload_deadline_secs.max(1))
+    }
 }
 
 impl Default for StorageConfig {
@@ -65,8 +88,11 @@ impl Default for StorageConfig {
             max_upload_bytes: 5 << 30,
             max_namespaces: 100,
             idle_timeout_secs: 60,
+            upload_deadline_secs: 6 * 3600,
+            max_uploads_per_user: 4,
+            max_uploads: 64,
             max_share_secs: 30 * 24 * 3600,
-            sweep_grace_secs: 3600,
+            sweep_grace_secs: 7 * 3600,
             sweep_interval_secs: 600,
         }
     }

@@ -77,7 +77,15 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
         gfs: gfs.clone(),
         config: Arc::new(config.clone()),
         progress: progress::Progress::default(),
+        uploads: Arc::default(),
     };
+    if config.sweep_grace_secs < config.upload_deadline_secs {
+        tracing::warn!(
+            grace = config.sweep_grace_secs,
+            deadline = config.upload_deadline_secs,
+            "the sweep grace is shorter than the upload deadline: a slow upload's blob may be swept"
+        );
+    }
     tokio::spawn(ensure_gfs_namespace(gfs.clone(), shutdown.clone()));
     tokio::spawn(reactions::follow_user_deletions(state.clone(), shutdown.clone()));
     tokio::spawn(reactions::sweep_forever(
@@ -89,8 +97,8 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
 
     let router = App::new("storage", Metrics::new())
         .router(api::router(state))
-        // Uploads answer once the whole body is stored; stalled ones are cut by the idle timeout.
-        .request_timeout(Duration::from_secs(24 * 3600))
+        // Uploads answer once the whole body is stored; they have their own idle timeout and deadline.
+        .request_timeout(config.upload_deadline() + Duration::from_secs(60))
         .readiness("permissions", move || ready_check(authorizer.clone()))
         .readiness("postgres", move || {
             let pool = pool.clone();

@@ -11,16 +11,17 @@ pub const MAX_PATH_LEN: usize = 1024;
 /// (`/storage/namespaces/…`, `/storage/upload`, …).
 const RESERVED: &[&str] = &["namespaces", "files", "upload", "download", "share", "shares", "shared", "status"];
 
-/// `[A-Za-z0-9._-]{1,63}`, not `.` or `..`, not reserved.
+/// `[A-Za-z0-9_-]{1,63}`, not reserved.
+///
+/// No `.`: a namespace name is the last segment of its scopes (`storage.<uid>.files.<ns>`), and a
+/// grant on `a` would otherwise cover `a.b` (grants cover what is below them at each `.`).
 pub fn check_namespace(name: &str) -> Result<(), Problem> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAMESPACE_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && name != "."
-        && name != "..";
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
     if !ok {
         return Err(Problem::bad_request(format!(
-            "namespace names are 1 to {MAX_NAMESPACE_LEN} of A-Z a-z 0-9 . _ - (and not . or ..)"
+            "namespace names are 1 to {MAX_NAMESPACE_LEN} of A-Z a-z 0-9 _ - (no dots: they would break scopes)"
         ))
         .with_extension("field", "name"));
     }
@@ -109,10 +110,10 @@ mod tests {
 
     #[test]
     fn namespace_names() {
-        for ok in ["a", "photos-2024", "A.b_c", &"x".repeat(63)] {
+        for ok in ["a", "photos-2024", "A_b-c", &"x".repeat(63)] {
             assert!(check_namespace(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(64), "namespaces", "Upload", "share"] {
+        for bad in ["", ".", "..", "a.b", "a b", "a/b", "ü", &"x".repeat(64), "namespaces", "Upload", "share"] {
             assert!(check_namespace(bad).is_err(), "{bad}");
         }
     }

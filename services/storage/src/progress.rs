@@ -16,8 +16,9 @@ use edd_kit::Problem;
 use serde::Serialize;
 use tokio::sync::watch;
 
-/// Transfers tracked at once, over all users.
+/// Transfers tracked at once, over all users, and for one user.
 const MAX_ENTRIES: usize = 10_000;
+const MAX_PER_USER: usize = 100;
 /// How long a finished transfer's outcome stays, and an entry nobody updates at all.
 const KEEP_DONE: Duration = Duration::from_secs(60);
 const KEEP_IDLE: Duration = Duration::from_secs(3600);
@@ -66,12 +67,14 @@ impl Progress {
             entry.touched = now;
             return Some(entry.tx.clone());
         }
-        if entries.len() >= MAX_ENTRIES {
+        let mine = entries.keys().filter(|(u, _)| u == user).count();
+        if entries.len() >= MAX_ENTRIES || mine >= MAX_PER_USER {
             entries.retain(|_, e| {
                 let age = now.duration_since(e.touched);
                 age < KEEP_IDLE && !(e.tx.borrow().done && age > KEEP_DONE)
             });
-            if entries.len() >= MAX_ENTRIES {
+            let mine = entries.keys().filter(|(u, _)| u == user).count();
+            if entries.len() >= MAX_ENTRIES || mine >= MAX_PER_USER {
                 return None;
             }
         }

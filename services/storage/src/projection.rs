@@ -176,6 +176,13 @@ impl Projection for CatalogProjection {
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
+                // A link is to this file: one uploaded later at the same path is another file.
+                sqlx::query("UPDATE shares SET revoked = true WHERE ns_id = $1 AND path = $2 AND seq < $3")
+                    .bind(e.ns_id.as_str())
+                    .bind(&e.path)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
             } else if event.is::<ShareCreated>() {
                 let e: ShareCreated = event.decode()?;
                 sqlx::query(

@@ -24,7 +24,9 @@ pub const USER_DELETED_CONSUMER: &str = "storage-user-deleted";
 /// Deletes every namespace (and so every file and blob) of each deleted user, once per deletion:
 /// each namespace's deletion is its own event, so a redelivery finds less to do, never double work.
 pub async fn follow_user_deletions(state: AppState, shutdown: Shutdown) {
-    let config = ReactorConfig::new("AUTH", USER_DELETED_CONSUMER, &["auth.user.*.deleted"]);
+    let mut config = ReactorConfig::new("AUTH", USER_DELETED_CONSUMER, &["auth.user.*.deleted"]);
+    // Deleting a user's blobs can take a while; a redelivery meanwhile would only conflict.
+    config.ack_wait = Duration::from_secs(300);
     loop {
         let reactor = Reactor::new(state.store.jetstream().clone(), config.clone());
         let handler = |event: RawEvent| {
@@ -34,6 +36,9 @@ pub async fn follow_user_deletions(state: AppState, shutdown: Shutdown) {
                     return Ok(Outcome::Skipped);
                 }
                 let deleted: UserDeleted = event.decode().map_err(|e| e.to_string())?;
+                // Every namespace the user created before being deleted is in the catalog first.
+                let head = stream_head(state.store.jetstream(), "STORAGE").await.map_err(|e| e.to_string())?;
+                state.catalog.wait_for(head, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
                 for ns in state.namespaces_of(&deleted.user_id).await.map_err(|p| format!("{p:?}"))? {
                     delete_namespace(&state, &ns, "storage", "user_deleted").await.map_err(|p| format!("{p:?}"))?;
                     tracing::info!(user = %deleted.user_id, namespace = ns.name, "deleted a deleted user's namespace");
@@ -53,7 +58,8 @@ pub async fn follow_user_deletions(state: AppState, shutdown: Shutdown) {
 }
 
 /// Every `interval`, deletes the blobs no live file refers to: at once when their namespace is
-/// gone, after `grace` otherwise (an upload still running is younger than that).
+/// gone, once created `grace` ago otherwise (an upload still running is younger than that, since
+/// uploads have a deadline shorter than the grace).
 pub async fn sweep_forever(state: AppState, interval: Duration, grace: Duration, shutdown: Shutdown) {
     loop {
         tokio::select! {
@@ -115,7 +121,7 @@ pub async fn sweep(state: &AppState, grace: Duration) -> Result<u64, SweepError>
                 continue;
             }
             let namespace_live = namespace_of(&file.path).is_some_and(|ns| live.contains(ns));
-            if namespace_live && file.modified > cutoff {
+            if namespace_live && file.created > cutoff {
                 continue;
             }
             match state.gfs.delete(GFS_NAMESPACE, &file.path).await {

@@ -30,6 +30,7 @@ pub struct AppState {
     pub gfs: GfsClient,
     pub config: Arc<StorageConfig>,
     pub progress: Progress,
+    pub uploads: Arc<crate::transfer::UploadSlots>,
 }
 
 impl FromRef<AppState> for Authorizer {

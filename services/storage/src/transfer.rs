@@ -27,6 +27,8 @@ pub struct Limits {
     pub quota: u64,
     /// Longest wait for the next piece of the body.
     pub idle: Duration,
+    /// When the whole upload must be in.
+    pub deadline: tokio::time::Instant,
 }
 
 impl Limits {
@@ -112,9 +114,14 @@ where
         _ => Problem::unavailable("the file system failed during the upload; retry").with_retry_after(2),
     };
     loop {
-        let piece = tokio::time::timeout(limits.idle, body.next()).await.map_err(|_| {
-            Problem::new(axum::http::StatusCode::REQUEST_TIMEOUT)
-                .with_detail(format!("nothing arrived for {} s; the upload was abandoned", limits.idle.as_secs()))
+        let wait = limits.idle.min(limits.deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let piece = tokio::time::timeout(wait, body.next()).await.map_err(|_| {
+            let detail = if tokio::time::Instant::now() >= limits.deadline {
+                "the upload took longer than allowed and was abandoned".to_owned()
+            } else {
+                format!("nothing arrived for {} s; the upload was abandoned", limits.idle.as_secs())
+            };
+            Problem::new(axum::http::StatusCode::REQUEST_TIMEOUT).with_detail(detail)
         })?;
         let Some(piece) = piece else { break };
         let piece = piece.map_err(|e| Problem::bad_request(format!("the upload was cut off: {e}")))?;
@@ -172,13 +179,80 @@ pub fn download(gfs: &GfsClient, blob_id: &str, start: u64, len: u64, tracker: T
     Body::from_stream(stream)
 }
 
+/// Uploads running on this replica, per user and in all: each holds GFS pieces in memory, so both
+/// are bounded.
+#[derive(Default)]
+pub struct UploadSlots {
+    running: std::sync::Mutex<(usize, std::collections::HashMap<Token, usize>)>,
+}
+
+/// One running upload; dropping it frees the slot.
+pub struct UploadSlot {
+    slots: std::sync::Arc<UploadSlots>,
+    user: Token,
+}
+
+impl UploadSlots {
+    pub fn try_start(
+        self: &std::sync::Arc<Self>,
+        user: &Token,
+        per_user: usize,
+        total: usize,
+    ) -> Result<UploadSlot, Problem> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = running.1.get(user).copied().unwrap_or(0);
+        if mine >= per_user {
+            return Err(Problem::too_many_requests(5)
+                .with_detail(format!("you have {mine} uploads running; at most {per_user} at once")));
+        }
+        if running.0 >= total {
+            return Err(Problem::unavailable("too many uploads are running; retry shortly").with_retry_after(5));
+        }
+        running.0 += 1;
+        *running.1.entry(user.clone()).or_default() += 1;
+        Ok(UploadSlot { slots: self.clone(), user: user.clone() })
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut running = self.slots.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.0 = running.0.saturating_sub(1);
+        if let Some(n) = running.1.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                running.1.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn upload_slots_are_bounded_per_user_and_in_all() {
+        let slots = std::sync::Arc::new(UploadSlots::default());
+        let (a, b) = (Token::new("a").unwrap(), Token::new("b").unwrap());
+        let first = slots.try_start(&a, 2, 3).unwrap();
+        let _second = slots.try_start(&a, 2, 3).unwrap();
+        assert_eq!(slots.try_start(&a, 2, 3).err().unwrap().status, axum::http::StatusCode::TOO_MANY_REQUESTS);
+        let _third = slots.try_start(&b, 2, 3).unwrap();
+        assert_eq!(slots.try_start(&b, 2, 3).err().unwrap().status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(first);
+        assert!(slots.try_start(&a, 2, 3).is_ok());
+    }
+
+    #[test]
     fn limits_name_what_was_exceeded() {
-        let limits = Limits { max_upload: 100, quota_room: 50, quota: 1000, idle: Duration::from_secs(1) };
+        let limits = Limits {
+            max_upload: 100,
+            quota_room: 50,
+            quota: 1000,
+            idle: Duration::from_secs(1),
+            deadline: tokio::time::Instant::now(),
+        };
         assert!(limits.check(50).is_ok());
         assert_eq!(limits.check(51).unwrap_err().status, axum::http::StatusCode::INSUFFICIENT_STORAGE);
         assert_eq!(limits.check(101).unwrap_err().status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);

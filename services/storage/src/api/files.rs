@@ -182,7 +182,14 @@ pub async fn upload_multipart(
             overwrite: q.overwrite,
             progress: q.progress.as_deref(),
         };
-        let (created, view) = store(&state, request, field).await?;
+        let (created, view) = match store(&state, request, field).await {
+            Ok(done) => done,
+            // Parts before this one are stored: say which, so a retry can skip them.
+            Err(problem) => {
+                let paths: Vec<String> = stored.iter().map(|v: &FileView| v.path.clone()).collect();
+                return Err(problem.with_extension("stored", paths));
+            }
+        };
         any_created |= created;
         stored.push(view);
     }
@@ -202,6 +209,8 @@ where
     check_path(&req.path)?;
     let ns = state.namespace(req.namespace).await?;
     require_files(req.principal, &ns, "create")?;
+    let _slot =
+        state.uploads.try_start(&req.principal.user_id, state.config.max_uploads_per_user, state.config.max_uploads)?;
     let existing = state.file_record(&ns, &req.path).await?;
     let live = existing.as_ref().filter(|f| !f.deleted);
     if live.is_some() && !req.overwrite {
@@ -223,6 +232,7 @@ where
         quota_room: quota.saturating_sub(used),
         quota,
         idle: state.config.idle_timeout(),
+        deadline: tokio::time::Instant::now() + state.config.upload_deadline(),
     };
     if let Some(len) = req.declared_len {
         limits.check_declared(len)?;
@@ -257,8 +267,9 @@ where
         sha256: stored.sha256.clone(),
         content_type: content_type(req.declared_type.as_deref(), &req.path),
     };
-    // Replacing: last writer wins. Creating: only if nobody created it meanwhile.
-    let expected = if req.overwrite { Expected::Any } else { after(existing.as_ref().map(|f| f.seq)) };
+    // Only over what was checked: a file created or replaced meanwhile is a conflict, so the checks
+    // above (the delete right, the quota credit) hold for what is actually replaced.
+    let expected = after(existing.as_ref().map(|f| f.seq));
     let envelope = Envelope::new("storage", uploaded).actor(req.principal.user_id.as_str());
     let seq = match state.store.append_one(&envelope, expected).await {
         Ok(seq) => seq,
@@ -267,7 +278,7 @@ where
             let problem = Problem::from(e);
             tracker.finish(Some(problem.detail.clone().unwrap_or_default()));
             return Err(if problem.status == StatusCode::CONFLICT {
-                Problem::conflict(format!("{} was created by another upload at the same time", req.path))
+                Problem::conflict(format!("{} was changed by another upload at the same time; retry", req.path))
             } else {
                 problem
             });
@@ -333,7 +344,8 @@ async fn read(
         Some(p) if !public || p.user_id == ns.owner => require_files(p, &ns, "read")?,
         Some(_) => {}
         None if public => {}
-        None => return Err(Problem::unauthorized("authentication required: send `Authorization: Bearer <token>`")),
+        // Like another user's: a private namespace's existence is not confirmed to strangers.
+        None => return Err(Problem::not_found(format!("no namespace {namespace:?}"))),
     }
     let file = state.file(&ns, &path).await?;
     let reader = Reader { user: principal.as_ref().map(|p| &p.user_id), progress: q.progress.as_deref() };

@@ -103,6 +103,8 @@ pub fn file_response(
     // without the storage host's origin.
     common.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     common.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    // A share link's key is in the URL: links inside the file must not carry it away as a Referer.
+    common.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
 
     let tracker = match (reader.user, reader.progress) {
         (Some(user), Some(id)) => {

@@ -59,7 +59,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Created>), Problem> {
     check_path(&req.path)?;
     let ns = state.namespace(&req.namespace).await?;
-    // A link hands out read access: it takes the right to create, not only to read.
+    // A link hands out read access to anyone: it takes the right to read and to create.
+    require_files(&principal, &ns, "read")?;
     require_files(&principal, &ns, "create")?;
     state.file(&ns, &req.path).await?;
     let secs = req.expires_in_secs.unwrap_or(DEFAULT_SHARE_SECS);

@@ -32,6 +32,7 @@ pub struct Status {
 }
 
 pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Status>, Problem> {
+    principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     let s = state.gfs.status().await.map_err(gfs_problem)?;
     let live = s.chunkservers.iter().filter(|c| c.alive).count();
     Ok(Json(Status {
@@ -77,6 +78,7 @@ pub async fn progress(
     principal: Principal,
     Query(q): Query<ProgressQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+    principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     check_id(&q.id)?;
     let rx = state.progress.watch(&principal.user_id, &q.id)?;
     let events = futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
