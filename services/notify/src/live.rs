@@ -110,6 +110,10 @@ struct Entry {
 /// The live connections of this replica, by user, and the mutes the fanout honours.
 pub struct Hub {
     users: Mutex<HashMap<String, Vec<Entry>>>,
+    /// Connections open per user, counted until each one has really ended: a slow connection the
+    /// fanout let go of still holds its slot until its socket closes, so it cannot be used to
+    /// open more than the limit.
+    open: Mutex<HashMap<String, usize>>,
     mutes: RwLock<HashMap<String, Vec<Mute>>>,
     /// The `notify/state` position the mute copy reflects; `None` until first loaded.
     mutes_at: watch::Sender<Option<u64>>,
@@ -149,6 +153,14 @@ struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.hub.remove(&self.user, self.id);
+        let mut open = self.hub.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+        drop(open);
         self.hub.metrics.connections.dec();
     }
 }
@@ -157,6 +169,7 @@ impl Hub {
     pub fn new(config: &NotifyConfig, metrics: &Metrics) -> Arc<Self> {
         Arc::new(Self {
             users: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
             mutes: RwLock::new(HashMap::new()),
             mutes_at: watch::channel(None).0,
             fanning: AtomicBool::new(false),
@@ -174,11 +187,15 @@ impl Hub {
     /// Takes one of `user`'s live slots, or refuses when they hold all of them.
     pub fn subscribe(self: &Arc<Self>, user: &str) -> Result<Subscription, TooMany> {
         let mut users = self.users();
-        let entries = users.entry(user.to_owned()).or_default();
-        if entries.len() >= self.max_per_user {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = open.entry(user.to_owned()).or_default();
+        if *held >= self.max_per_user {
             self.metrics.refused.inc();
             return Err(TooMany(self.max_per_user));
         }
+        *held += 1;
+        drop(open);
+        let entries = users.entry(user.to_owned()).or_default();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue);
         let (close, dropped) = oneshot::channel();
@@ -705,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_the_connection_and_frees_the_slot() {
+    fn a_full_queue_drops_the_connection_and_its_end_frees_the_slot() {
         let config = NotifyConfig { send_queue: 2, max_sockets_per_user: 2, ..NotifyConfig::default() };
         let hub = Hub::new(&config, &Metrics::new());
         let mut slow = hub.subscribe("u1").unwrap();
@@ -722,6 +739,9 @@ mod tests {
             "and told so (its close sender is gone)"
         );
         assert!(fast.rx.try_recv().is_ok());
+        // The slot is held until the slow connection has really ended, not only left the fanout.
+        assert!(hub.subscribe("u1").is_err());
+        drop(slow);
         let again = hub.subscribe("u1").unwrap();
         drop(again);
         drop(fast);
