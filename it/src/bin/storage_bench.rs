@@ -33,6 +33,9 @@ struct Args {
     /// Seconds the small-file measurement runs.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rounds of the large transfers (direct, then through); the best of each side is kept.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent clients of the small-file measurement.
     #[arg(long, default_value_t = 10)]
     clients: usize,
@@ -124,20 +127,24 @@ async fn main() -> anyhow::Result<()> {
     client.create_namespace("direct").await?;
     let http = reqwest::Client::new();
     let (mut direct_write, mut direct_read, mut upload, mut download) = (0f64, 0f64, 0f64, 0f64);
-    for round in 0..2 {
+    let mut service_download = 0f64;
+    for round in 0..args.rounds.max(1) {
         let (w, r) = direct(&client, &block, args.mib).await?;
         direct_write = direct_write.max(w);
         direct_read = direct_read.max(r);
-        let (u, d) = through_gateway(&http, &gateway.url, &admin, &block, args.mib, round).await?;
+        let (u, d, s) = through_gateway(&http, (&gateway.url, &storage.url), &admin, &block, args.mib, round).await?;
         upload = upload.max(u);
         download = download.max(d);
+        service_download = service_download.max(s);
     }
-    rows.push((format!("gfs client: {} MiB write (best of 2)", args.mib), mibs(direct_write)));
-    rows.push((format!("gfs client: {} MiB read (best of 2)", args.mib), mibs(direct_read)));
-    rows.push((format!("gateway + storage: {} MiB upload (best of 2)", args.mib), mibs(upload)));
+    rows.push((format!("gfs client: {} MiB write (best of {})", args.mib, args.rounds), mibs(direct_write)));
+    rows.push((format!("gfs client: {} MiB read (best of {})", args.mib, args.rounds), mibs(direct_read)));
+    rows.push((format!("gateway + storage: {} MiB upload (best of {})", args.mib, args.rounds), mibs(upload)));
     rows.push(("  goal >= 0.8 x gfs client write".into(), ratio(upload, direct_write, 0.8)));
-    rows.push((format!("gateway + storage: {} MiB download (best of 2)", args.mib), mibs(download)));
+    rows.push((format!("gateway + storage: {} MiB download (best of {})", args.mib, args.rounds), mibs(download)));
     rows.push(("  goal >= 0.8 x gfs client read".into(), ratio(download, direct_read, 0.8)));
+    rows.push((format!("storage alone (no gateway): {} MiB download", args.mib), mibs(service_download)));
+    rows.push(("  vs gfs client read".into(), format!("{:.2}x", service_download / direct_read)));
     let url = |path: &str| format!("{}{path}", gateway.url);
 
     // 3. Small files, many clients.
@@ -229,12 +236,12 @@ async fn direct(client: &edd_gfs::client::GfsClient, block: &Bytes, mib: u64) ->
 /// Uploads and downloads `mib` MiB through the gateway; bytes per second of each.
 async fn through_gateway(
     http: &reqwest::Client,
-    gateway: &str,
+    (gateway, storage): (&str, &str),
     token: &str,
     block: &Bytes,
     mib: u64,
     round: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, f64)> {
     let len = mib * MIB;
     let path = format!("{gateway}/storage/bench/big-{round}.bin");
     let pieces = {
@@ -262,9 +269,20 @@ async fn through_gateway(
     }
     anyhow::ensure!(got == len, "downloaded {got} of {len} bytes");
     let download = len as f64 / started.elapsed().as_secs_f64();
+    // The same download from the storage service itself, without the gateway: where the cost is.
+    let started = Instant::now();
+    let resp = http.get(format!("{storage}/storage/bench/big-{round}.bin")).bearer_auth(token).send().await?;
+    anyhow::ensure!(resp.status().is_success(), "direct download: {}", resp.status());
+    let mut got = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        got += chunk?.len() as u64;
+    }
+    anyhow::ensure!(got == len, "downloaded {got} of {len} bytes");
+    let service_only = len as f64 / started.elapsed().as_secs_f64();
     let resp = http.delete(&path).header("host", "storage.localhost").bearer_auth(token).send().await?;
     anyhow::ensure!(resp.status().is_success(), "delete: {}", resp.status());
-    Ok((upload, download))
+    Ok((upload, download, service_only))
 }
 
 fn ms(d: Duration) -> f64 {
