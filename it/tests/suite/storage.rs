@@ -466,6 +466,37 @@ async fn quotas_and_size_limits_are_enforced_with_problem_details() {
     let (status, _) = w.upload(&token, "/storage/q/streamed", reqwest::Body::wrap_stream(stream)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
+    // Three uploads at once, each fitting what was free when it started: together they do not fit,
+    // and exactly one is refused (each finished upload is checked against the others already in).
+    let gate = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+    let mut racing = Vec::new();
+    for i in 0..3u8 {
+        let gate = gate.clone();
+        let pieces = futures_util::stream::iter(0..2).then(move |half| {
+            let gate = gate.clone();
+            async move {
+                if half == 1 {
+                    gate.wait().await;
+                }
+                Ok::<_, std::io::Error>(Bytes::from(vec![i; 200 * 1024]))
+            }
+        });
+        let req = w.request(reqwest::Method::POST, &format!("/storage/q/race-{i}"), Some(&token));
+        racing.push(tokio::spawn(async move {
+            req.body(reqwest::Body::wrap_stream(pieces)).send().await.map(|r| r.status())
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for r in racing {
+        outcomes.push(r.await.unwrap().unwrap());
+    }
+    outcomes.sort();
+    assert_eq!(outcomes, [StatusCode::CREATED, StatusCode::CREATED, StatusCode::INSUFFICIENT_STORAGE]);
+    assert_eq!(w.api.get("/storage/usage", &token).await.unwrap().body["bytes"], 800 * 1024);
+    for i in 0..3 {
+        let _ = w.api.delete(&format!("/storage/q/race-{i}"), &token).await.unwrap();
+    }
+
     // The quota: two files fit, the third does not.
     for name in ["a", "b"] {
         assert_eq!(w.upload(&token, &format!("/storage/q/{name}"), vec![2u8; 400 * 1024]).await.0, StatusCode::CREATED);

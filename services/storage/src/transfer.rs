@@ -180,10 +180,17 @@ pub fn download(gfs: &GfsClient, blob_id: &str, start: u64, len: u64, tracker: T
 }
 
 /// Uploads running on this replica, per user and in all: each holds GFS pieces in memory, so both
-/// are bounded.
-#[derive(Default)]
+/// are bounded. Also the locks that make one owner's final quota check and record one step.
 pub struct UploadSlots {
     running: std::sync::Mutex<(usize, std::collections::HashMap<Token, usize>)>,
+    /// Striped by owner: a fixed number, whatever the number of users.
+    commits: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for UploadSlots {
+    fn default() -> Self {
+        Self { running: Default::default(), commits: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
 }
 
 /// One running upload; dropping it frees the slot.
@@ -193,6 +200,13 @@ pub struct UploadSlot {
 }
 
 impl UploadSlots {
+    /// Held while `owner`'s finished upload is checked against the quota and recorded, so two of
+    /// their uploads finishing together are checked one after the other (on this replica).
+    pub async fn commit_lock(&self, owner: &Token) -> tokio::sync::MutexGuard<'_, ()> {
+        let hash = owner.as_str().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        self.commits[hash % self.commits.len()].lock().await
+    }
+
     pub fn try_start(
         self: &std::sync::Arc<Self>,
         user: &Token,

@@ -254,6 +254,24 @@ where
             return Err(problem);
         }
     };
+    // Uploads that finished while this one ran count now: checked again just before recording, one
+    // finished upload of the owner at a time, so concurrent uploads cannot together pass the quota
+    // (on one replica; across replicas, only ones finishing in the same instant could).
+    let _commit = state.uploads.commit_lock(&ns.owner).await;
+    let (used_now, _) = state.usage(&ns.owner).await?;
+    let room_now = quota.saturating_sub(used_now.saturating_sub(live.map_or(0, |f| f.size)));
+    if stored.size > room_now {
+        state.delete_blob(&stored.blob).await;
+        let problem = insufficient_storage(format!(
+            "the upload is {} bytes and {room_now} bytes of your {quota}-byte quota are left after the \
+             uploads that finished meanwhile",
+            stored.size
+        ))
+        .with_extension("quota_bytes", quota)
+        .with_extension("available_bytes", room_now);
+        tracker.finish(problem.detail.clone());
+        return Err(problem);
+    }
 
     let uploaded = FileUploaded {
         ns_id: ns.ns_id.clone(),
