@@ -817,3 +817,34 @@ async fn pings_and_revocations_end_live_connections() {
     assert_eq!(w.metric("notify_live_connections").await, 1.0);
     reader.abort();
 }
+
+#[tokio::test]
+async fn a_deleted_users_inbox_is_emptied() {
+    let w = world_with(NotifyConfig { retention_sweep_secs: 1, ..notify_config() }).await;
+    let (gone, token) = w.user("gone").await;
+    let (kept, kept_token) = w.user("kept").await;
+    let first = w.publish(&gone, "one", "test", None).await;
+    w.publish(&gone, "two", "test", None).await;
+    let other = w.publish(&kept, "mine", "test", None).await;
+    w.listed(&token, first).await;
+    w.listed(&kept_token, other).await;
+
+    let a = w.auth.delete(&format!("/admin/users/{gone}"), &w.admin).await.unwrap();
+    assert!(a.status.is_success(), "{:?}", a.body);
+    let count = |user: String| {
+        let pool = w.notify.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notify_inbox.notifications WHERE user_id = $1")
+                .bind(user)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    eventually(WAIT, "the deleted user's notifications to go", || async {
+        Ok((count(gone.clone()).await == 0).then_some(()))
+    })
+    .await
+    .unwrap();
+    assert_eq!(count(kept.clone()).await, 1, "another user's inbox is untouched");
+}

@@ -151,5 +151,10 @@ async fn retention_sweeps(pool: PgPool, (days, every): (u32, Duration), shutdown
             // Before the projections' first run the tables may not exist; the next sweep retries.
             Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
         }
+        match queries::sweep_deleted_users(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed deleted users' notifications"),
+            Err(e) => tracing::warn!(error = %e, "deleted users' sweep failed"),
+        }
     }
 }

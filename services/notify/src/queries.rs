@@ -169,3 +169,27 @@ pub async fn sweep(pool: &PgPool, before: OffsetDateTime) -> Result<u64, sqlx::E
         }
     }
 }
+
+/// Deletes, in batches, the notifications of users the auth service deleted (as the permissions
+/// projection has them): their inboxes can no longer be read by anyone. Returns how many went.
+/// Like retention this prunes the read model; a rebuild inside the stream's window brings them back
+/// until the next sweep.
+pub async fn sweep_deleted_users(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM notify_inbox.notifications x WHERE x.id IN (
+                 SELECT n.id FROM notify_inbox.notifications n
+                 JOIN notify_permissions.users u ON u.user_id = n.user_id AND u.deleted
+                 LIMIT $1)",
+        )
+        .bind(SWEEP_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if (deleted as i64) < SWEEP_BATCH {
+            return Ok(total);
+        }
+    }
+}
