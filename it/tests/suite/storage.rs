@@ -69,9 +69,13 @@ struct World {
 
 impl World {
     async fn start(settings: &[(&str, String)]) -> World {
+        World::start_with(3, settings).await
+    }
+
+    async fn start_with(chunkservers: usize, settings: &[(&str, String)]) -> World {
         let env = TestEnv::new().await.unwrap();
-        let gfs = GfsCluster::start(&env.nats.url(), 1, 3, Timing::default()).await.unwrap();
-        gfs.wait_live(3).await.unwrap();
+        let gfs = GfsCluster::start(&env.nats.url(), 1, chunkservers, Timing::default()).await.unwrap();
+        gfs.wait_live(chunkservers).await.unwrap();
         let auth = services::start_auth(&env, services::test_config()).await.unwrap();
         let storage_db = TestDb::create().await.unwrap();
         let storage = StorageProcess::start(&env, &storage_db, &gfs, settings).await.unwrap();
@@ -818,4 +822,52 @@ async fn an_upload_is_announced_on_an_open_websocket_unless_storage_is_muted() {
     // They were sent (the inbox holds them), only hidden.
     let titles = services::notifications(&w.env, &hana).await.unwrap();
     assert_eq!(titles, ["File uploaded", "File uploaded", "File deleted", "Ping"]);
+}
+
+#[tokio::test]
+async fn an_upload_survives_a_chunkserver_killed_midway() {
+    let mut w = World::start_with(4, &[]).await;
+    let (_, token) = w.user("ivy").await;
+    w.create_namespace(&token, "ivy", "private").await;
+
+    // 160 MiB, held after the first 48 until a chunkserver is dead.
+    let (reached, mut reached_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let mut digest = Context::new(&SHA256);
+    for i in 0..160 {
+        digest.update(&piece(11, i, MIB));
+    }
+    let digest = hex(digest.finish().as_ref());
+    let pieces = futures_util::stream::iter(0..160u64).then(move |i| {
+        let (reached, gate) = (reached.clone(), gate.clone());
+        async move {
+            if i == 48 {
+                let _ = reached.send(()).await;
+                gate.notified().await;
+            }
+            Ok::<_, std::io::Error>(Bytes::from(piece(11, i, MIB)))
+        }
+    });
+    let req =
+        w.request(reqwest::Method::POST, "/storage/ivy/big.bin", Some(&token)).header("content-length", 160 * MIB);
+    let upload = tokio::spawn(async move {
+        let resp = req.body(reqwest::Body::wrap_stream(pieces)).send().await.unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap_or(Value::Null))
+    });
+    reached_rx.recv().await.unwrap();
+    w.gfs.kill_chunkserver(1).await.unwrap();
+    release.notify_one();
+    let (status, file) = upload.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    assert_eq!(file["sha256"], digest);
+
+    let resp = w.get("/storage/ivy/big.bin", Some(&token), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut got = Context::new(&SHA256);
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        got.update(&chunk.unwrap());
+    }
+    assert_eq!(hex(got.finish().as_ref()), digest);
 }
