@@ -13,6 +13,7 @@
 //! (testcontainers would be the third source where a Docker engine exists; none does on the machines
 //! this project runs its CI on, so the harness does not carry that dependency.)
 
+pub mod bench;
 pub mod fixtures;
 pub mod gfs;
 pub mod grpc;

@@ -22,6 +22,7 @@ use clap::Parser;
 use edd_events::catalog::gfs as ev;
 use edd_events::{Envelope, Token};
 use edd_gfs::client::GfsClient;
+use edd_it::bench::{mibs, ratio, Rows};
 use edd_it::gfs::{GfsCluster, Timing};
 use edd_it::NatsServer;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,7 +49,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut rows = Rows::default();
+    let mut rows = Rows::new("gfs-bench");
     let scratch = std::env::temp_dir().join(format!("edd-gfs-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&scratch)?;
 
@@ -88,35 +89,6 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     rows.print();
     Ok(())
-}
-
-/// The results table; each row is also printed to stderr as it is measured, so an aborted run still
-/// shows what it got.
-#[derive(Default)]
-struct Rows(Vec<(String, String)>);
-
-impl Rows {
-    fn push(&mut self, row: (String, String)) {
-        eprintln!("gfs-bench: {}: {}", row.0.trim(), row.1);
-        self.0.push(row);
-    }
-
-    fn print(&self) {
-        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        println!("\n{:width$}  result", "measurement");
-        for (k, v) in &self.0 {
-            println!("{k:width$}  {v}");
-        }
-    }
-}
-
-fn mibs(bytes_per_sec: f64) -> String {
-    format!("{:.0} MiB/s", bytes_per_sec / MIB as f64)
-}
-
-fn ratio(value: f64, base: f64, goal: f64) -> String {
-    let r = value / base;
-    format!("{r:.2}x of the base (goal {goal}x: {})", if r >= goal { "met" } else { "MISSED" })
 }
 
 /// Bytes per second of writing `len` bytes to a fresh file and `fdatasync`ing it.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
+use edd_it::bench::{mibs, ratio, Rows};
 use edd_it::gfs::{GfsCluster, Timing};
 use edd_it::services::{self, Api, StorageProcess};
 use edd_it::{TestDb, TestEnv};
@@ -41,33 +42,6 @@ struct Args {
     clients: usize,
 }
 
-#[derive(Default)]
-struct Rows(Vec<(String, String)>);
-
-impl Rows {
-    fn push(&mut self, row: (String, String)) {
-        eprintln!("storage-bench: {}: {}", row.0.trim(), row.1);
-        self.0.push(row);
-    }
-
-    fn print(&self) {
-        let width = self.0.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        println!("\n{:width$}  result", "measurement");
-        for (k, v) in &self.0 {
-            println!("{k:width$}  {v}");
-        }
-    }
-}
-
-fn mibs(bytes_per_sec: f64) -> String {
-    format!("{:.0} MiB/s", bytes_per_sec / MIB as f64)
-}
-
-fn ratio(value: f64, base: f64, goal: f64) -> String {
-    let r = value / base;
-    format!("{r:.2}x of the base (goal {goal}x: {})", if r >= goal { "met" } else { "MISSED" })
-}
-
 /// One MiB of bytes that do not compress, shared by every piece of the large transfers.
 fn block() -> Bytes {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -84,7 +58,7 @@ fn block() -> Bytes {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut rows = Rows::default();
+    let mut rows = Rows::new("storage-bench");
     let len = args.mib * MIB;
     let block = block();
 

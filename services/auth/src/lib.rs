@@ -22,10 +22,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use edd_events::EventStore;
-use edd_kit::{
-    auth::{Authorizer, PermissionsProjection},
-    App, Metrics, Problem, Shutdown,
-};
+use edd_kit::{auth::PermissionsProjection, App, Metrics, Problem, Shutdown};
 use edd_projections::{Projection, Runner, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -83,7 +80,7 @@ pub async fn run(
     let ready = authorizer.clone();
     let router = App::new("auth", Metrics::new())
         .router(api::router(state))
-        .readiness("permissions", move || ready_check(ready.clone()))
+        .readiness("permissions", move || ready.clone().readiness())
         .readiness("postgres", move || {
             let pool = pool.clone();
             async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop) }
@@ -91,14 +88,6 @@ pub async fn run(
         .build();
     edd_kit::shutdown::serve(listener, router, shutdown.wait()).await?;
     Ok(())
-}
-
-async fn ready_check(authorizer: Authorizer) -> Result<(), &'static str> {
-    if authorizer.is_ready() {
-        Ok(())
-    } else {
-        Err("permissions projection still catching up")
-    }
 }
 
 /// Once permissions are loaded: publish the signing key, create the first admin. Retries until

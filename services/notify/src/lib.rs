@@ -20,10 +20,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use edd_events::EventStore;
-use edd_kit::{
-    auth::{Authorizer, PermissionsProjection},
-    App, Metrics, Shutdown,
-};
+use edd_kit::{auth::PermissionsProjection, App, Metrics, Shutdown};
 use edd_projections::{Projection, Runner, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -81,7 +78,7 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
     };
     let router = App::new("notify", metrics)
         .router(api::router(state))
-        .readiness("permissions", move || permissions_ready(authorizer.clone()))
+        .readiness("permissions", move || authorizer.clone().readiness())
         .readiness("live", move || {
             let ready = hub.is_ready();
             async move {
@@ -121,14 +118,6 @@ fn spawn_projection(
         }
     });
     handle
-}
-
-async fn permissions_ready(authorizer: Authorizer) -> Result<(), &'static str> {
-    if authorizer.is_ready() {
-        Ok(())
-    } else {
-        Err("permissions projection still catching up")
-    }
 }
 
 /// Every `every`, removes read notifications older than `days` days (and their read marks).

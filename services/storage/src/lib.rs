@@ -25,10 +25,7 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream;
 use edd_events::EventStore;
 use edd_gfs::client::{GfsClient, GfsConfig, GfsError};
-use edd_kit::{
-    auth::{Authorizer, PermissionsProjection},
-    App, Metrics, Shutdown,
-};
+use edd_kit::{auth::PermissionsProjection, App, Metrics, Shutdown};
 use edd_projections::{Projection, Runner, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -99,7 +96,7 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
         .router(api::router(state))
         // Uploads answer once the whole body is stored; they have their own idle timeout and deadline.
         .request_timeout(config.upload_deadline() + Duration::from_secs(60))
-        .readiness("permissions", move || ready_check(authorizer.clone()))
+        .readiness("permissions", move || authorizer.clone().readiness())
         .readiness("postgres", move || {
             let pool = pool.clone();
             async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop) }
@@ -111,14 +108,6 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
         .build();
     edd_kit::shutdown::serve(listener, router, shutdown.wait()).await?;
     Ok(())
-}
-
-async fn ready_check(authorizer: Authorizer) -> Result<(), &'static str> {
-    if authorizer.is_ready() {
-        Ok(())
-    } else {
-        Err("permissions projection still catching up")
-    }
 }
 
 /// Creates the GFS namespace blobs live in, retrying until GFS answers.

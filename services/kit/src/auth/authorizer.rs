@@ -147,6 +147,15 @@ impl Authorizer {
         self.inner.ready.load(Ordering::Acquire)
     }
 
+    /// [`Self::is_ready`] as a `/readyz` check: `App::readiness("permissions", move || a.clone().readiness())`.
+    pub async fn readiness(self) -> Result<(), &'static str> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err("permissions projection still catching up")
+        }
+    }
+
     /// Waits until [`Self::is_ready`], up to `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::{files::FilePage, page_size};
+use super::{
+    files::{FilePage, ListQuery},
+    page_size,
+};
 use crate::{projection::SCHEMA, state::AppState};
 
 #[derive(Deserialize)]
@@ -62,22 +65,11 @@ pub async fn namespaces(
         .map_err(Problem::internal)
 }
 
-#[derive(Deserialize)]
-pub struct FilesQuery {
-    namespace: String,
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// Any namespace's files, for an administrator.
 pub async fn files(
     State(state): State<AppState>,
     principal: Principal,
-    Query(q): Query<FilesQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<FilePage>, Problem> {
     principal.require_admin()?;
     let ns = state.namespace(&q.namespace).await?;

@@ -30,15 +30,16 @@ use crate::{
     transfer::{self, insufficient_storage, Limits},
 };
 
+/// `?namespace=&prefix=&after=&limit=` of a file listing (the owner's, or an administrator's).
 #[derive(Deserialize)]
 pub struct ListQuery {
-    namespace: String,
+    pub namespace: String,
     #[serde(default)]
-    prefix: Option<String>,
+    pub prefix: Option<String>,
     #[serde(default)]
-    after: Option<String>,
+    pub after: Option<String>,
     #[serde(default)]
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
 #[derive(Serialize)]
