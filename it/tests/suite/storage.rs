@@ -871,3 +871,72 @@ async fn an_upload_survives_a_chunkserver_killed_midway() {
     }
     assert_eq!(hex(got.finish().as_ref()), digest);
 }
+
+#[tokio::test]
+async fn the_cli_puts_lists_gets_resumes_shares_and_removes() {
+    let w = World::start(&[]).await;
+    let (_, session) = w.user("joan").await;
+    let edd = edd_it::gfs::edd_binary().unwrap();
+    let dir = std::env::temp_dir().join(format!("edd-storage-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("data.bin");
+    let data: Vec<u8> = (0..5).flat_map(|i| piece(21, i, MIB)).collect();
+    std::fs::write(&local, &data).unwrap();
+    // `storage.localhost` does not resolve on every machine: the CLI talks to the service directly.
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&edd)
+            .args(args)
+            .env("EDD_TOKEN", &session)
+            .env("EDD_STORAGE_URL", &w.storage.url)
+            .env("EDD_AUTH_URL", "http://auth.localhost:1")
+            .env("EDD_CONFIG", "/nonexistent/edd-config.json")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["storage", "ns", "create", "jo-files"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&sha256(&data)), "the stored sha256 is shown: {out}");
+    // Not replaced without --overwrite.
+    let (ok, _, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, out, _) = run(&["storage", "ls", "jo-files", "--json"]).await;
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let files = listed.get("files").unwrap_or(&listed);
+    assert_eq!(files[0]["path"], "a/data.bin", "{out}");
+    assert_eq!(files[0]["sha256"], sha256(&data));
+
+    // A download cut short leaves a .partial; the next get resumes it and the result is exact.
+    let target = dir.join("copy.bin");
+    std::fs::write(dir.join("copy.bin.partial"), &data[..2 * MIB]).unwrap();
+    let resp = w.get("/storage/jo-files/a/data.bin", Some(&session), &[]).await;
+    std::fs::write(dir.join("copy.bin.partial.etag"), header(&resp, "etag")).unwrap();
+    drop(resp);
+    let (ok, _, err) = run(&["storage", "get", "jo-files/a/data.bin", target.to_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    assert!(!dir.join("copy.bin.partial").exists());
+
+    let (ok, out, err) = run(&["storage", "share", "jo-files/a/data.bin", "--expires", "1h"]).await;
+    assert!(ok, "{err}");
+    let link = out.lines().find(|l| l.contains("/storage/shared/")).unwrap().trim().to_owned();
+    let fetched = reqwest::get(&link).await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().await.unwrap().len(), data.len());
+    let (ok, _, err) = run(&["storage", "rm", "jo-files/a/data.bin"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["storage", "ns", "rm", "jo-files", "--yes"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["storage", "ns", "ls", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
