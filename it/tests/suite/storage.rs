@@ -246,6 +246,29 @@ async fn a_200_mib_file_goes_up_and_comes_back_through_the_gateway() {
         w.get("/storage/photos/2024/big.bin", Some(&token), &[("range", &format!("bytes={}-", 200 * MIB))]).await;
     assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(header(&resp, "content-range"), format!("bytes */{}", 200 * MIB));
+    // Several ranges: one multipart/byteranges answer, its length announced exactly.
+    let resp =
+        w.get("/storage/photos/2024/big.bin", Some(&token), &[("range", &format!("bytes=0-9, {at}-{}", at + 9))]).await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    let content_type = header(&resp, "content-type");
+    let boundary = content_type.strip_prefix("multipart/byteranges; boundary=").expect("multipart").to_owned();
+    let announced: usize = header(&resp, "content-length").parse().unwrap();
+    let body = body_bytes(resp).await;
+    assert_eq!(body.len(), announced);
+    let expected_part = |range: &str, data: &[u8]| {
+        let mut part = format!(
+            "\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes {range}/{}\r\n\r\n",
+            200 * MIB
+        )
+        .into_bytes();
+        part.extend_from_slice(data);
+        part
+    };
+    let mut expected = expected_part("0-9", &piece(7, 0, MIB)[..10]);
+    expected.extend(expected_part(&format!("{at}-{}", at + 9), &whole_piece_3[..10]));
+    expected.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    assert_eq!(body, expected);
+
     // If-Range with another tag: the whole file rather than a piece of something else.
     let resp =
         w.get("/storage/photos/2024/big.bin", Some(&token), &[("range", "bytes=0-9"), ("if-range", "\"other\"")]).await;

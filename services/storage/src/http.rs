@@ -6,50 +6,92 @@ use time::{format_description::BorrowedFormatItem, macros::format_description, O
 /// What a `Range` header asks of a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RangeAnswer {
-    /// No usable range (absent, not `bytes=`, several ranges, malformed): the whole file, 200.
+    /// No usable range (absent, not `bytes=`, malformed, overlapping or too many ranges): the whole
+    /// file, 200 — which RFC 9110 allows for any range request.
     Full,
     /// One satisfiable range `[start, end]` (inclusive), 206.
     Partial { start: u64, end: u64 },
-    /// A well-formed range entirely past the end: 416.
+    /// Several satisfiable, non-overlapping ranges in the order asked, 206 `multipart/byteranges`.
+    Multiple(Vec<(u64, u64)>),
+    /// Well-formed ranges all past the end: 416.
     Unsatisfiable,
 }
 
-/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n`. Several ranges are answered with the whole file,
-/// which RFC 9110 allows and every client understands.
-pub fn parse_range(header: Option<&str>, size: u64) -> RangeAnswer {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeAnswer::Full };
-    if spec.contains(',') {
-        return RangeAnswer::Full;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else { return RangeAnswer::Full };
+/// Most ranges one request may ask for (more is answered with the whole file).
+pub const MAX_RANGES: usize = 16;
+
+/// One `a-b`, `a-` or `-n` of a file of `size` bytes: `Err(())` when malformed, `Ok(None)` when it
+/// lies past the end.
+fn parse_one(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let (first, last) = spec.trim().split_once('-').ok_or(())?;
     let (first, last) = (first.trim(), last.trim());
-    let parse = |s: &str| s.parse::<u64>().ok();
+    let parse = |s: &str| s.parse::<u64>().map_err(|_| ());
     let (start, end) = match (first.is_empty(), last.is_empty()) {
-        (true, true) => return RangeAnswer::Full,
+        (true, true) => return Err(()),
         // The last n bytes.
         (true, false) => {
-            let Some(n) = parse(last) else { return RangeAnswer::Full };
+            let n = parse(last)?;
             if n == 0 || size == 0 {
-                return RangeAnswer::Unsatisfiable;
+                return Ok(None);
             }
             (size.saturating_sub(n), size - 1)
         }
-        (false, true) => {
-            let Some(start) = parse(first) else { return RangeAnswer::Full };
-            (start, size.saturating_sub(1))
-        }
+        (false, true) => (parse(first)?, size.saturating_sub(1)),
         (false, false) => {
-            let (Some(start), Some(end)) = (parse(first), parse(last)) else { return RangeAnswer::Full };
+            let (start, end) = (parse(first)?, parse(last)?);
             if end < start {
-                return RangeAnswer::Full;
+                return Err(());
             }
             (start, end.min(size.saturating_sub(1)))
         }
     };
-    if start >= size {
-        return RangeAnswer::Unsatisfiable;
+    Ok((start < size).then_some((start, end)))
+}
+
+/// Parses `bytes=a-b`, `bytes=a-`, `bytes=-n` and lists of them.
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeAnswer {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeAnswer::Full };
+    let specs: Vec<&str> = spec.split(',').collect();
+    if specs.len() > MAX_RANGES {
+        return RangeAnswer::Full;
     }
-    RangeAnswer::Partial { start, end }
+    let mut ranges = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match parse_one(spec, size) {
+            Err(()) => return RangeAnswer::Full,
+            Ok(None) => {}
+            Ok(Some(range)) => ranges.push(range),
+        }
+    }
+    // Overlapping ranges would send the same bytes more than once: the whole file instead.
+    let mut sorted = ranges.clone();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[1].0 <= w[0].1) {
+        return RangeAnswer::Full;
+    }
+    match ranges.len() {
+        0 => RangeAnswer::Unsatisfiable,
+        1 => RangeAnswer::Partial { start: ranges[0].0, end: ranges[0].1 },
+        _ => RangeAnswer::Multiple(ranges),
+    }
+}
+
+/// The part headers of a `multipart/byteranges` body, one per range, and its closing delimiter.
+pub fn byteranges_framing(
+    boundary: &str,
+    content_type: &str,
+    ranges: &[(u64, u64)],
+    size: u64,
+) -> (Vec<String>, String) {
+    let heads = ranges
+        .iter()
+        .map(|(start, end)| {
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {start}-{end}/{size}\r\n\r\n"
+            )
+        })
+        .collect();
+    (heads, format!("\r\n--{boundary}--\r\n"))
 }
 
 /// Whether an `If-None-Match` value matches the entity tag `etag` (weak comparison, `*` matches).
@@ -104,7 +146,12 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=8-100"), 10), Partial { start: 8, end: 9 });
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Full);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Multiple(vec![(0, 1), (3, 4)]));
+        assert_eq!(parse_range(Some("bytes=8-, 0-0"), 10), Multiple(vec![(8, 9), (0, 0)]));
+        assert_eq!(parse_range(Some("bytes=0-1,50-60"), 10), Partial { start: 0, end: 1 });
+        assert_eq!(parse_range(Some("bytes=0-5,3-4"), 10), Full, "overlapping");
+        assert_eq!(parse_range(Some(&format!("bytes={}", vec!["0-0"; 17].join(","))), 10), Full);
+        assert_eq!(parse_range(Some("bytes=20-30,40-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=4-2"), 10), Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), Full);
         assert_eq!(parse_range(Some("bytes=x-1"), 10), Full);

@@ -4,7 +4,6 @@
 
 use std::{fmt::Display, time::Duration};
 
-use axum::body::Body;
 use bytes::Bytes;
 use edd_events::Token;
 use edd_gfs::client::{GfsClient, GfsError};
@@ -139,9 +138,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The body of `len` bytes of the blob `blob_id` from `start`, read as the client takes it: the GFS
+/// The `len` bytes of the blob `blob_id` from `start`, read as the client takes it: the GFS
 /// reader's pieces are handed to the connection as they are, never copied here.
-pub fn download(gfs: &GfsClient, blob_id: &str, start: u64, len: u64, tracker: Tracker) -> Body {
+pub fn download(
+    gfs: &GfsClient,
+    blob_id: &str,
+    start: u64,
+    len: u64,
+    tracker: Tracker,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let reader = Some(gfs.reader(blob_id, start, Some(len)));
     let stream =
         futures_util::stream::unfold((reader, len, Some(tracker)), |(mut reader, left, mut tracker)| async move {
@@ -176,7 +181,7 @@ pub fn download(gfs: &GfsClient, blob_id: &str, start: u64, len: u64, tracker: T
                 None => failed(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the blob ended early"), tracker),
             }
         });
-    Body::from_stream(stream)
+    stream
 }
 
 /// Uploads running on this replica, per user and in all: each holds GFS pieces in memory, so both

@@ -6,11 +6,13 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
+use bytes::Bytes;
 use edd_events::{catalog::storage::Visibility, Token};
 use edd_kit::Problem;
+use futures_util::StreamExt as _;
 
 use crate::{
-    http::{content_disposition, http_date, none_match, parse_http_date, parse_range, RangeAnswer},
+    http::{byteranges_framing, content_disposition, http_date, none_match, parse_http_date, parse_range, RangeAnswer},
     names::file_name,
     progress::{check_id, Tracker},
     state::{AppState, File},
@@ -74,11 +76,20 @@ pub fn file_response(
         Some(if_range) if if_range.trim() != etag && if_range.trim() != last_modified => None,
         _ => header_str(headers, header::RANGE),
     };
-    let (status, start, len) = match parse_range(range_header, file.size) {
-        RangeAnswer::Full => (StatusCode::OK, 0, file.size),
+    // The pieces of the file to send: the whole, one range, or several as multipart/byteranges.
+    let mut content_type = file.content_type.clone();
+    let (status, ranges, framing) = match parse_range(range_header, file.size) {
+        RangeAnswer::Full => (StatusCode::OK, vec![(0, file.size)], None),
         RangeAnswer::Partial { start, end } => {
             common.insert(header::CONTENT_RANGE, value(&format!("bytes {start}-{end}/{}", file.size))?);
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            (StatusCode::PARTIAL_CONTENT, vec![(start, end - start + 1)], None)
+        }
+        RangeAnswer::Multiple(ranges) => {
+            let boundary = format!("edd-{}", edd_events::Token::random());
+            let framing = byteranges_framing(&boundary, &file.content_type, &ranges, file.size);
+            content_type = format!("multipart/byteranges; boundary={boundary}");
+            let pieces = ranges.iter().map(|(start, end)| (*start, end - start + 1)).collect();
+            (StatusCode::PARTIAL_CONTENT, pieces, Some(framing))
         }
         RangeAnswer::Unsatisfiable => {
             common.insert(header::CONTENT_RANGE, value(&format!("bytes */{}", file.size))?);
@@ -91,9 +102,13 @@ pub fn file_response(
                 .into_response());
         }
     };
+    let data: u64 = ranges.iter().map(|(_, len)| len).sum();
+    let framing_len: u64 = framing
+        .as_ref()
+        .map_or(0, |(heads, tail)| heads.iter().map(|h| h.len() as u64).sum::<u64>() + tail.len() as u64);
 
-    common.insert(header::CONTENT_TYPE, value(&file.content_type)?);
-    common.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    common.insert(header::CONTENT_TYPE, value(&content_type)?);
+    common.insert(header::CONTENT_LENGTH, HeaderValue::from(data + framing_len));
     let kind = match disposition {
         Disposition::Inline => "inline",
         Disposition::Attachment => "attachment",
@@ -109,11 +124,26 @@ pub fn file_response(
     let tracker = match (reader.user, reader.progress) {
         (Some(user), Some(id)) => {
             check_id(id)?;
-            state.progress.start(user, id, Some(len))
+            state.progress.start(user, id, Some(data))
         }
         _ => Tracker::none(),
     };
-    let body =
-        if len == 0 { Body::empty() } else { transfer::download(&state.gfs, &file.blob_id, start, len, tracker) };
+    let body = match framing {
+        _ if data == 0 => Body::empty(),
+        None => Body::from_stream(transfer::download(&state.gfs, &file.blob_id, ranges[0].0, data, tracker)),
+        Some((heads, tail)) => {
+            // Each part's head, then its bytes from GFS; the closing delimiter last. Progress counts
+            // the file's bytes only.
+            let gfs = state.gfs.clone();
+            let blob = file.blob_id.clone();
+            let parts = ranges.into_iter().zip(heads).map(move |((start, len), head)| {
+                let head = futures_util::stream::once(async move { Ok(Bytes::from(head)) });
+                head.chain(transfer::download(&gfs, &blob, start, len, Tracker::none()))
+            });
+            let tail = futures_util::stream::once(async move { Ok(Bytes::from(tail)) });
+            drop(tracker);
+            Body::from_stream(futures_util::stream::iter(parts).flatten().chain(tail))
+        }
+    };
     Ok((status, common, body).into_response())
 }
