@@ -760,19 +760,6 @@ async fn a_service_fails_closed_until_its_permissions_load() {
     );
 }
 
-/// The `edd` binary (built by a workspace test run; built here if missing).
-fn edd_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/suite-… → target/<profile>/edd
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("edd");
-    if !bin.exists() {
-        let status =
-            std::process::Command::new(env!("CARGO")).args(["build", "-p", "edd", "--bin", "edd"]).status().unwrap();
-        assert!(status.success(), "building the edd binary");
-    }
-    bin
-}
-
 /// The CLI against the real service: login (password on stdin), whoami, a token, logout; the stored
 /// session file is private.
 #[tokio::test]
@@ -782,7 +769,7 @@ async fn the_cli_logs_in_creates_a_token_and_logs_out() {
     let dir = std::env::temp_dir().join(format!("edd-cli-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.json");
-    let edd = edd_binary();
+    let edd = edd_it::gfs::edd_binary().unwrap();
     let run = async |args: &[&str], stdin: Option<&str>| {
         let mut child = tokio::process::Command::new(&edd)
             .args(args)

@@ -674,7 +674,7 @@ async fn the_cli_lists_reads_mutes_and_watches() {
     let (ada, session) = w.user("ada").await;
     let first = w.publish(&ada, "hello", "storage", Some("docs")).await;
     w.listed(&session, first).await;
-    let edd = edd_binary();
+    let edd = edd_it::gfs::edd_binary().unwrap();
     // `notifications.localhost` does not resolve on every machine: the CLI talks to the service directly.
     let url = w.notify.running.url.clone();
     let run = async |args: &[&str]| {
@@ -739,18 +739,6 @@ async fn the_cli_lists_reads_mutes_and_watches() {
     assert_eq!(v["id"], id);
     assert_eq!(v["title"], "live");
     child.kill().await.unwrap();
-}
-
-/// The `edd` binary next to the test binary (built here if missing).
-fn edd_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("edd");
-    if !bin.exists() {
-        let status =
-            std::process::Command::new(env!("CARGO")).args(["build", "-p", "edd", "--bin", "edd"]).status().unwrap();
-        assert!(status.success(), "building the edd binary");
-    }
-    bin
 }
 
 /// Pings find dead clients (one that answers none is closed after two intervals) and a revoked
