@@ -22,10 +22,7 @@ pub fn asyncapi() -> Value {
     for event in catalog::all() {
         let payload_ref = (event.schema)(&mut generator);
         let channel_id = event.ty.replace('.', "_");
-        let parameters: Map<String, Value> = placeholders(event.subject_pattern)
-            .into_iter()
-            .map(|p| (p.clone(), json!({ "description": format!("subject token: {p}") })))
-            .collect();
+        let (address, parameters) = address_and_parameters(event.subject_pattern);
         let stream = streams::spec(event.stream);
         messages.insert(
             event.name.clone(),
@@ -42,7 +39,7 @@ pub fn asyncapi() -> Value {
             }),
         );
         let mut channel = json!({
-            "address": event.subject_pattern,
+            "address": address,
             "description": format!(
                 "Stored in stream {} ({}).",
                 event.stream,
@@ -110,14 +107,41 @@ fn envelope_schema(ty: &str, data: Value) -> Value {
     })
 }
 
-/// `{user_id}` placeholders of a subject pattern.
-fn placeholders(pattern: &str) -> Vec<String> {
-    pattern
+/// A subject pattern as an AsyncAPI channel address, and the parameters it uses.
+///
+/// Every `{…}` token of the address is declared, under a valid parameter name: `{user_id}` stays as
+/// it is, a derived token such as `{hex(value)}` becomes `{value_hex}`, described as what it is.
+fn address_and_parameters(pattern: &str) -> (String, Map<String, Value>) {
+    let mut parameters = Map::new();
+    let tokens: Vec<String> = pattern
         .split('.')
-        .filter_map(|t| t.strip_prefix('{').and_then(|t| t.strip_suffix('}')))
-        .filter(|t| !t.contains('('))
-        .map(str::to_owned)
-        .collect()
+        .map(|token| {
+            let Some(inner) = token.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+                return token.to_owned();
+            };
+            let (name, description) = match inner.strip_suffix(')').and_then(|t| t.split_once('(')) {
+                Some((function, field)) => (
+                    parameter_name(&format!("{field}_{function}")),
+                    format!("subject token: {inner}, the payload's `{field}` encoded with {function}"),
+                ),
+                None => (parameter_name(inner), format!("subject token: {inner}")),
+            };
+            parameters.insert(name.clone(), json!({ "description": description }));
+            format!("{{{name}}}")
+        })
+        .collect();
+    (tokens.join("."), parameters)
+}
+
+/// `text` as an AsyncAPI parameter name (`^[A-Za-z0-9_\-]+$`).
+fn parameter_name(text: &str) -> String {
+    let name: String =
+        text.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
+    if name.is_empty() {
+        "token".to_owned()
+    } else {
+        name
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +161,34 @@ mod tests {
             let name: String = rest.chars().take_while(|c| *c != '"').collect();
             assert!(doc["components"]["schemas"][&name].is_object(), "dangling ref {name}");
         }
+    }
+
+    /// Every `{param}` of a channel address is declared in the channel's parameters under a valid
+    /// name (the official parser rejects the document otherwise).
+    #[test]
+    fn every_address_parameter_is_declared() {
+        let doc = asyncapi();
+        let valid =
+            |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        for (id, channel) in doc["channels"].as_object().unwrap() {
+            let address = channel["address"].as_str().unwrap();
+            let used: Vec<&str> =
+                address.split('.').filter_map(|t| t.strip_prefix('{').and_then(|t| t.strip_suffix('}'))).collect();
+            let declared = channel["parameters"].as_object().map(|p| p.len()).unwrap_or(0);
+            assert_eq!(used.len(), declared, "{id}: {address} declares other parameters than it uses");
+            for name in used {
+                assert!(valid(name), "{id}: {name} is not a valid parameter name");
+                assert!(channel["parameters"][name].is_object(), "{id}: {name} is not declared");
+            }
+        }
+    }
+
+    #[test]
+    fn derived_subject_tokens_get_a_parameter_name() {
+        let (address, parameters) = address_and_parameters("auth.claim.{kind}.{hex(value)}.made");
+        assert_eq!(address, "auth.claim.{kind}.{value_hex}.made");
+        assert_eq!(parameters.keys().collect::<Vec<_>>(), ["kind", "value_hex"]);
+        assert!(parameters["value_hex"]["description"].as_str().unwrap().contains("hex(value)"));
     }
 
     /// `docs/asyncapi.yaml` must be what the code generates; run `edd events schema` after changing events.
