@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A unique directory under the system temp dir, removed when dropped.
 pub(crate) struct TempDir(PathBuf);
@@ -52,5 +52,18 @@ pub(crate) fn assert_same(got: &[u8], want: &[u8], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     if let Some(at) = got.iter().zip(want).position(|(a, b)| a != b) {
         panic!("{what}: first difference at byte {at}: {} != {}", got[at], want[at]);
+    }
+}
+
+/// Polls `check` every 10 ms until it gives a value; fails the test after `timeout`. The crate's one
+/// polling helper: a test waits on a condition, with a deadline, never on a fixed sleep.
+pub(crate) async fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

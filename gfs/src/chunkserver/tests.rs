@@ -11,10 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -24,7 +24,7 @@ use crate::chunk::{ChunkHandle, ChunkVersion};
 use crate::dataplane::{CapabilityToken, ChunkRef, ClientConfig, DataClient, TokenOp};
 use crate::rpc::messages::{self, *};
 use crate::rpc::{Authenticator, MasterApi, ServeOptions};
-use crate::test_support::{pattern, TempDir};
+use crate::test_support::{eventually, pattern, TempDir};
 
 const KEY: &[u8] = &[0x42; 32];
 const CLIENT_SECRET: &[u8] = b"client-secret-for-tests-0123";
@@ -41,18 +41,6 @@ fn token(op: TokenOp, handle: ChunkHandle, version: u64) -> CapabilityToken {
 
 fn data_client() -> DataClient {
     DataClient::new(ClientConfig { reply_timeout: Duration::from_secs(20), ..ClientConfig::default() })
-}
-
-/// Polls `check` until it gives a value; fails the test after [`WAIT`].
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 // ---- the fake master ------------------------------------------------------------------------------
@@ -207,20 +195,16 @@ impl MasterServer {
     }
 }
 
-/// Binds `addr` again (a port just closed by a server of this test).
+/// Binds `addr` again (a port just closed by a server of this test), as `TcpListener::bind` does
+/// (address reuse on, so the closed port's connections in TIME_WAIT do not stand in the way).
 async fn rebind(addr: SocketAddr) -> TcpListener {
-    eventually_async(|| async move { TcpListener::bind(addr).await.ok() }).await
-}
-
-async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(mut check: impl FnMut() -> F) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "the port to be free again", || {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.ok()?;
+        socket.set_reuseaddr(true).ok()?;
+        socket.bind(addr).ok()?;
+        socket.listen(1024).ok()
+    })
+    .await
 }
 
 // ---- the chunkserver under test -------------------------------------------------------------------
@@ -286,7 +270,7 @@ fn view_of(chunks: &[(ChunkHandle, u64, u64)]) -> View {
 
 /// The first heartbeat after the first `seen`, once it arrives.
 async fn next_heartbeat(fake: &FakeMaster, seen: usize) -> Heartbeat {
-    eventually("a heartbeat", || fake.since(seen).into_iter().next()).await
+    eventually(WAIT, "a heartbeat", || fake.since(seen).into_iter().next()).await
 }
 
 // ---- tests ----------------------------------------------------------------------------------------
@@ -321,7 +305,8 @@ async fn registers_with_a_full_report_then_sends_deltas_and_keeps_its_id_across_
     let seen = fake.count();
     let b1 = ChunkRef { handle: B, version: ChunkVersion(1) };
     client.prepare(server.addr, b1, ChunkVersion(0), &token(TokenOp::Prepare, B, 1)).await.expect("prepare");
-    let delta = eventually("a delta naming B", || fake.since(seen).into_iter().find(|h| !h.chunks.is_empty())).await;
+    let delta =
+        eventually(WAIT, "a delta naming B", || fake.since(seen).into_iter().find(|h| !h.chunks.is_empty())).await;
     assert!(!delta.full);
     assert_eq!((delta.chunks, delta.removed), (vec![wire(B, 1, 0)], vec![]));
 
@@ -331,7 +316,7 @@ async fn registers_with_a_full_report_then_sends_deltas_and_keeps_its_id_across_
         client.push(&[server.addr], b1, Bytes::from(b_data.clone()), &token(TokenOp::Push, B, 1)).await.expect("push");
     client.write(server.addr, &[], b1, 0, pushed, &token(TokenOp::Write, B, 1)).await.expect("write");
     let want = view_of(&[(A, 1, 1000), (B, 1, 5000)]);
-    eventually("B's length in the master's view", || (fake.view(&first.server_id) == want).then_some(())).await;
+    eventually(WAIT, "B's length in the master's view", || (fake.view(&first.server_id) == want).then_some(())).await;
     let later = fake.heartbeats();
     assert!(later[1..].iter().all(|h| !h.full), "only deltas until a full report is due");
     assert!(later[1..].iter().all(|h| h.chunks.iter().all(|c| c.handle != A.0)), "unchanged A is not repeated");
@@ -339,7 +324,7 @@ async fn registers_with_a_full_report_then_sends_deltas_and_keeps_its_id_across_
     // The master asks for a full report: the next heartbeat is one.
     let seen = fake.count();
     fake.ask_full_report();
-    let full = eventually("a full report", || fake.since(seen).into_iter().find(|h| h.full)).await;
+    let full = eventually(WAIT, "a full report", || fake.since(seen).into_iter().find(|h| h.full)).await;
     assert_eq!(full.chunks, vec![wire(A, 1, 1000), wire(B, 1, 5000)]);
 
     let status = crate::rpc::MasterClient::new(
@@ -382,7 +367,8 @@ async fn a_delete_order_removes_the_chunk_and_one_for_an_absent_chunk_is_harmles
     for handle in [e, absent, e] {
         fake.order(Order { kind: OrderKind::Delete as i32, handle: handle.0, ..Order::default() });
     }
-    let removal = eventually("e removed", || fake.heartbeats().into_iter().find(|h| h.removed.contains(&e.0))).await;
+    let removal =
+        eventually(WAIT, "e removed", || fake.heartbeats().into_iter().find(|h| h.removed.contains(&e.0))).await;
     assert_eq!(removal.removed, vec![e.0]);
     assert_eq!(fake.view(&first.server_id), view_of(&[(f, 1, 7)]));
     assert!(!chunk_file(dir.path(), e, "chunk").exists() && !chunk_file(dir.path(), e, "meta").exists());
@@ -429,13 +415,14 @@ async fn a_clone_order_copies_the_chunk_byte_for_byte_at_its_version() {
     fake.order(clone(c, 3)); // a duplicate while the first runs: ignored
     fake.order(clone(d, 2)); // the source has no d: fails, and is reported done all the same
 
-    eventually("both clones reported done", || {
+    eventually(WAIT, "both clones reported done", || {
         let done = fake.clones_done();
         (done.contains(&c.0) && done.contains(&d.0)).then_some(())
     })
     .await;
     let want = view_of(&[(c, 3, content.len() as u64)]);
-    eventually("c at version 3 in the master's view", || (fake.view(&first.server_id) == want).then_some(())).await;
+    eventually(WAIT, "c at version 3 in the master's view", || (fake.view(&first.server_id) == want).then_some(()))
+        .await;
     assert_eq!(fake.clones_done().iter().filter(|&&h| h == c.0).count(), 1, "the duplicate order did not run");
     assert!(!chunk_file(dir.path(), d, "chunk").exists(), "a failed clone leaves nothing behind");
     let reported: Vec<ChunkReport> = fake.heartbeats().into_iter().flat_map(|h| h.chunks).collect();
@@ -475,7 +462,7 @@ async fn a_clone_already_under_way_is_not_started_twice() {
         read_token: token(TokenOp::Read, ChunkHandle(0x77), 4).encode().to_vec(),
     };
     assert_eq!(cloner.order(&order), Accepted::Started);
-    eventually("the source is asked", || (accepted.load(Ordering::SeqCst) == 1).then_some(())).await;
+    eventually(WAIT, "the source is asked", || (accepted.load(Ordering::SeqCst) == 1).then_some(())).await;
     assert_eq!(cloner.order(&order), Accepted::Duplicate);
     assert_eq!(cloner.queued(), 1);
     assert!(cloner.in_flight().contains(&ChunkHandle(0x77)));
@@ -510,9 +497,9 @@ async fn the_scrubber_quarantines_a_chunk_with_a_flipped_byte_until_the_master_o
     let id = next_heartbeat(&fake, 0).await.server_id;
 
     let want = view_of(&[(good, 1, 200_000)]);
-    eventually("the corrupt chunk gone from the master's view", || (fake.view(&id) == want).then_some(())).await;
+    eventually(WAIT, "the corrupt chunk gone from the master's view", || (fake.view(&id) == want).then_some(())).await;
     let seen = fake.count();
-    eventually("the corrupt chunk reported quarantined", || {
+    eventually(WAIT, "the corrupt chunk reported quarantined", || {
         fake.since(seen).iter().any(|h| h.quarantined == vec![bad.0]).then_some(())
     })
     .await;
@@ -530,14 +517,15 @@ async fn the_scrubber_quarantines_a_chunk_with_a_flipped_byte_until_the_master_o
     server.stop().await;
     let server = Chunkserver::start(config).await;
     let seen = fake.count();
-    let after = eventually("a heartbeat after the restart", || fake.since(seen).into_iter().find(|h| h.full)).await;
+    let after =
+        eventually(WAIT, "a heartbeat after the restart", || fake.since(seen).into_iter().find(|h| h.full)).await;
     assert_eq!(after.quarantined, vec![bad.0], "the quarantine survives a restart");
     assert_eq!(after.chunks.iter().map(|c| c.handle).collect::<Vec<_>>(), vec![good.0]);
     fake.order(Order { kind: OrderKind::Delete as i32, handle: bad.0, ..Order::default() });
     let files = ["chunk", "meta", "quarantined"].map(|suffix| chunk_file(dir.path(), bad, suffix));
-    eventually("the quarantined replica deleted", || files.iter().all(|f| !f.exists()).then_some(())).await;
+    eventually(WAIT, "the quarantined replica deleted", || files.iter().all(|f| !f.exists()).then_some(())).await;
     let seen = fake.count();
-    eventually("no quarantined chunk reported", || {
+    eventually(WAIT, "no quarantined chunk reported", || {
         fake.since(seen).iter().any(|h| h.quarantined.is_empty()).then_some(())
     })
     .await;
@@ -558,7 +546,7 @@ async fn heartbeats_reach_a_master_listed_second_with_a_full_report_every_n() {
     config.full_report_every = 4;
     let server = Chunkserver::start(config).await;
 
-    let beats = eventually("six heartbeats", || {
+    let beats = eventually(WAIT, "six heartbeats", || {
         let beats = fake.heartbeats();
         (beats.len() >= 6).then_some(beats)
     })
@@ -598,7 +586,8 @@ async fn heartbeats_survive_the_master_being_down_for_a_while() {
             drop(stream);
         }
     });
-    eventually("attempts while the master is down", || (attempts.load(Ordering::SeqCst) >= 10).then_some(())).await;
+    eventually(WAIT, "attempts while the master is down", || (attempts.load(Ordering::SeqCst) >= 10).then_some(()))
+        .await;
     refuser.abort();
     let _ = refuser.await;
 
