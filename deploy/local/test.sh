@@ -8,6 +8,10 @@ source deploy/local/lib.sh
 
 ensure_all
 
+# The generated API documents must pass the official parsers, not only our own tests.
+ensure_node_tools
+validate_docs
+
 # The CLI's end-to-end test runs the `edd` binary; `cargo test` builds only test targets.
 log "cargo build -p edd --bin edd"
 cargo build -p edd --bin edd
