@@ -17,6 +17,7 @@ pub mod db;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;
+pub mod running;
 pub mod status;
 mod store;
 

@@ -16,7 +16,7 @@ use futures_util::{future::BoxFuture, StreamExt};
 use sqlx::{postgres::PgListener, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::{projection::ApplyError, schema_name, store, Projection};
+use crate::{projection::ApplyError, running, schema_name, store, Projection};
 
 /// Tuning of a runner. The defaults suit a service; tests shorten the waits.
 #[derive(Clone, Debug)]
@@ -105,6 +105,8 @@ pub struct Runner {
     config: RunnerConfig,
     position: watch::Sender<u64>,
     leader: watch::Sender<bool>,
+    /// Keeps the projection in this process's metrics while the runner exists.
+    _running: running::Registration,
 }
 
 /// The shutdown signal, boxed once so every step can poll it.
@@ -132,7 +134,8 @@ impl Runner {
         let (position, position_rx) = watch::channel(0);
         let (leader, leader_rx) = watch::channel(false);
         let handle = Handle { name: projection.name(), position: position_rx, leader: leader_rx };
-        (Self { pool, js, projection, config, position, leader }, handle)
+        let _running = running::register(projection.as_ref(), pool.clone(), js.clone(), handle.clone());
+        (Self { pool, js, projection, config, position, leader, _running }, handle)
     }
 
     fn name(&self) -> &'static str {
