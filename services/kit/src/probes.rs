@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::metrics::{Metrics, OPENMETRICS_TEXT};
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 
 /// How long one readiness check may take before it counts as failed.
@@ -103,6 +103,7 @@ async fn readyz(State(probes): State<Probes>) -> Response {
     }
 }
 
-async fn metrics_text(State(probes): State<Probes>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, OPENMETRICS_TEXT)], probes.metrics.render())
+/// OpenMetrics or Prometheus text, as `Accept` asks (see [`Metrics::scrape`]).
+async fn metrics_text(State(probes): State<Probes>, headers: HeaderMap) -> Response {
+    probes.metrics.scrape(&headers).await
 }

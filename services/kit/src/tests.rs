@@ -142,7 +142,8 @@ async fn metrics_count_requests_by_matched_route() {
 
     let response = get_path(&router, "/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("application/openmetrics-text"));
+    // Without an `Accept` asking for OpenMetrics: the Prometheus text format (see metrics.rs).
+    assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = body_text(response).await;
     assert!(text.contains(r#"http_requests_total{method="GET",route="/items/{id}",status_class="2xx"} 2"#), "{text}");
     assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status_class="4xx"} 1"#), "{text}");
