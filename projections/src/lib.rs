@@ -20,11 +20,13 @@ pub mod runner;
 pub mod running;
 pub mod status;
 mod store;
+pub mod watermark;
 
 pub use db::{ensure_database, DbError};
 pub use projection::{ApplyError, Outcome, Projection};
-pub use runner::{Handle, Runner, RunnerConfig, WaitError};
+pub use runner::{spawn, Handle, Runner, RunnerConfig};
 pub use status::Status;
+pub use watermark::{WaitError, Watermark};
 
 /// The PostgreSQL schema holding a projection's tables: `auth/users` → `auth_users`.
 pub fn schema_name(projection: &str) -> String {

@@ -16,7 +16,12 @@ use futures_util::{future::BoxFuture, StreamExt};
 use sqlx::{postgres::PgListener, Connection, PgConnection, PgPool};
 use tokio::sync::watch;
 
-use crate::{projection::ApplyError, running, schema_name, store, Projection};
+use crate::{
+    projection::ApplyError,
+    running, schema_name, store,
+    watermark::{WaitError, Watermark},
+    Projection,
+};
 
 /// Tuning of a runner. The defaults suit a service; tests shorten the waits.
 #[derive(Clone, Debug)]
@@ -58,43 +63,56 @@ pub enum RunError {
 /// Read side of a running projection: where it is, and waiting for a position.
 #[derive(Clone)]
 pub struct Handle {
-    name: &'static str,
-    position: watch::Receiver<u64>,
+    position: Watermark,
     leader: watch::Receiver<bool>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error("projection {name} reached {position}, not {wanted}, within {timeout:?}")]
-    Timeout { name: &'static str, wanted: u64, position: u64, timeout: Duration },
 }
 
 impl Handle {
     /// Resolves once the projection has applied stream sequence `seq`, or fails after `timeout`.
     /// Works on every replica: standbys follow the leader's commits through `LISTEN`.
     pub async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), WaitError> {
-        let mut rx = self.position.clone();
-        let reached = tokio::time::timeout(timeout, async { rx.wait_for(|p| *p >= seq).await.is_ok() }).await;
-        match reached {
-            Ok(true) => Ok(()),
-            _ => Err(WaitError::Timeout { name: self.name, wanted: seq, position: *self.position.borrow(), timeout }),
-        }
+        self.position.wait_for(seq, timeout).await
+    }
+
+    /// The projection's position as a [`Watermark`] (what a command waits on).
+    pub fn watermark(&self) -> Watermark {
+        self.position.clone()
     }
 
     /// The last applied stream sequence this process knows of.
     pub fn position(&self) -> u64 {
-        *self.position.borrow()
+        self.position.position()
     }
 
     /// A receiver that changes whenever the position moves; closed when the runner stops.
     pub fn watch(&self) -> watch::Receiver<u64> {
-        self.position.clone()
+        self.position.watch()
     }
 
     /// Whether this process is the one applying events.
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
+}
+
+/// Starts `projection` on its own task until `shutdown` and returns its handle: the one way a
+/// service starts a runner. A runner that cannot start (its schema, its checkpoint) logs why; its
+/// handle then never moves, so commands waiting on it fail instead of hanging.
+pub fn spawn(
+    pool: PgPool,
+    js: jetstream::Context,
+    projection: Arc<dyn Projection>,
+    config: RunnerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Handle {
+    let (runner, handle) = Runner::new(pool, js, projection, config);
+    let name = runner.name();
+    tokio::spawn(async move {
+        if let Err(e) = runner.run(shutdown).await {
+            tracing::error!(projection = name, error = %e, "projection stopped: it could not be set up");
+        }
+    });
+    handle
 }
 
 /// Runs one projection. Create with [`Runner::new`], then `run` it until shutdown.
@@ -133,7 +151,7 @@ impl Runner {
     ) -> (Self, Handle) {
         let (position, position_rx) = watch::channel(0);
         let (leader, leader_rx) = watch::channel(false);
-        let handle = Handle { name: projection.name(), position: position_rx, leader: leader_rx };
+        let handle = Handle { position: Watermark::new(projection.name(), position_rx), leader: leader_rx };
         let _running = running::register(projection.as_ref(), pool.clone(), js.clone(), handle.clone());
         (Self { pool, js, projection, config, position, leader, _running }, handle)
     }

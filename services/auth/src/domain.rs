@@ -2,10 +2,13 @@
 
 use axum::http::StatusCode;
 use edd_events::{
-    catalog::auth::{SessionRevoked, UserCreated},
+    catalog::auth::{ScopeMap, SessionRevoked, TokenCreated, UserCreated},
     AppendError, Expected, Token,
 };
-use edd_kit::{auth::scope, Problem};
+use edd_kit::{
+    auth::{api_token, scope},
+    Problem,
+};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
@@ -20,10 +23,6 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_SERVICE_ACCOUNTS: i64 = 100;
 pub const MAX_TOKENS: i64 = 200;
 
-fn unprocessable(detail: impl Into<String>) -> Problem {
-    Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(detail)
-}
-
 /// 3–32 characters: lowercase letters, digits, `-`, `_`, starting with a letter.
 pub fn check_username(username: &str) -> Result<(), Problem> {
     let ok = (3..=32).contains(&username.len())
@@ -32,7 +31,7 @@ pub fn check_username(username: &str) -> Result<(), Problem> {
     if ok {
         Ok(())
     } else {
-        Err(unprocessable(
+        Err(Problem::unprocessable(
             "usernames are 3-32 characters: lowercase letters, digits, '-' and '_', starting with a letter",
         )
         .with_extension("field", "username"))
@@ -43,7 +42,7 @@ pub fn check_password(password: &str) -> Result<(), Problem> {
     if (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
         Ok(())
     } else {
-        Err(unprocessable(format!("passwords are {MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes"))
+        Err(Problem::unprocessable(format!("passwords are {MIN_PASSWORD_BYTES}-{MAX_PASSWORD_BYTES} bytes"))
             .with_extension("field", "password"))
     }
 }
@@ -54,7 +53,7 @@ pub fn check_name(field: &'static str, name: &str) -> Result<(), Problem> {
     if (1..=MAX_NAME_CHARS).contains(&len) && !name.chars().any(char::is_control) && name.trim() == name {
         Ok(())
     } else {
-        Err(unprocessable(format!(
+        Err(Problem::unprocessable(format!(
             "{field} must be 1-{MAX_NAME_CHARS} characters without control characters or surrounding spaces"
         ))
         .with_extension("field", field))
@@ -80,7 +79,7 @@ pub fn expiry(expires_in: Option<&str>) -> Result<Option<OffsetDateTime>, Proble
         "365d" => 365,
         "never" => return Ok(None),
         other => {
-            return Err(unprocessable(format!("expires_in {other:?} must be one of 30d, 90d, 365d, never"))
+            return Err(Problem::unprocessable(format!("expires_in {other:?} must be one of 30d, 90d, 365d, never"))
                 .with_extension("field", "expires_in"))
         }
     };
@@ -104,12 +103,11 @@ pub async fn create_user(
     let user_id = Token::random();
     claim_username(state, username, &user_id).await?;
     let phc = state.hasher.hash(password).await.map_err(Problem::internal)?;
-    secrets::set_password(&state.pool, user_id.as_str(), &phc).await.map_err(Problem::internal)?;
+    secrets::set_password(&state.pool, user_id.as_str(), &phc).await?;
     let created = UserCreated { user_id: user_id.clone(), username: username.to_owned(), display_name, is_admin };
     state.commit(actor, created, Expected::NoStream).await?;
     queries::user_by_id(&state.pool, user_id.as_str())
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .ok_or_else(|| Problem::internal("created user is not in the projection"))
 }
 
@@ -128,7 +126,7 @@ async fn claim_username(state: &AppState, username: &str, user_id: &Token) -> Re
     };
     let grace = time::Duration::seconds(state.config.claim_grace_secs as i64);
     let abandoned = OffsetDateTime::now_utc() - holder.made_at >= grace
-        && !queries::user_ever_existed(&state.pool, &holder.owner).await.map_err(Problem::internal)?;
+        && !queries::user_ever_existed(&state.pool, &holder.owner).await?;
     if !abandoned {
         return Err(taken());
     }
@@ -152,8 +150,7 @@ pub async fn revoke_session(
     owner: Option<&str>,
 ) -> Result<(), Problem> {
     let session = queries::session_by_id(&state.pool, session_id)
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .filter(|s| owner.is_none_or(|o| o == s.user_id))
         .ok_or_else(|| Problem::not_found("no such session"))?;
     if session.revoked {
@@ -179,13 +176,54 @@ pub async fn revoke_sessions(
     user_id: &str,
     keep: Option<&str>,
 ) -> Result<usize, Problem> {
-    let sessions = queries::active_sessions(&state.pool, Some(user_id)).await.map_err(Problem::internal)?;
+    let sessions = queries::active_sessions(&state.pool, Some(user_id)).await?;
     let mut n = 0;
     for session in sessions.iter().filter(|s| Some(s.id.as_str()) != keep) {
         revoke_session(state, actor, &session.id, Some(user_id)).await?;
         n += 1;
     }
     Ok(n)
+}
+
+/// A token just issued: what the projection shows of it, and its secret (never stored; only its
+/// SHA-256 goes into the log).
+pub struct IssuedToken {
+    pub info: queries::TokenInfo,
+    pub secret: String,
+}
+
+/// Issues an API token for `owner` (a personal one with `scopes`, or one acting as
+/// `service_account_id` with the account's scopes), within the per-user limit.
+pub async fn issue_token(
+    state: &AppState,
+    owner: &Token,
+    name: String,
+    scopes: Option<ScopeMap>,
+    service_account_id: Option<Token>,
+    expires_in: Option<&str>,
+) -> Result<IssuedToken, Problem> {
+    check_name("name", &name)?;
+    let expires_at = expiry(expires_in)?;
+    let (tokens, _) = queries::counts(&state.pool, owner.as_str()).await?;
+    if tokens >= MAX_TOKENS {
+        return Err(Problem::unprocessable(format!("at most {MAX_TOKENS} live tokens per user; revoke some first")));
+    }
+    let secret = api_token::generate().map_err(|_| Problem::internal("no randomness for a token"))?;
+    let token_id = Token::random();
+    let created = TokenCreated {
+        token_id: token_id.clone(),
+        owner: owner.clone(),
+        name,
+        sha256: api_token::sha256_hex(&secret),
+        scopes,
+        service_account_id,
+        expires_at,
+    };
+    state.commit(owner.as_str(), created, Expected::NoStream).await?;
+    let info = queries::token_of(&state.pool, owner.as_str(), token_id.as_str())
+        .await?
+        .ok_or_else(|| Problem::internal("created token is not in the projection"))?;
+    Ok(IssuedToken { info, secret })
 }
 
 #[cfg(test)]

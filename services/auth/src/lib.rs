@@ -4,9 +4,9 @@
 //! projections (`auth/accounts`, `auth/permissions`) show them; reads come from those projections.
 //! Secrets — password hashes and private keys — live only in the private `auth_private` schema.
 //!
-//! Layout: [`api`] (thin axum handlers), [`domain`] (rules and shared commands), [`projection`]
-//! (the accounts read model), [`queries`] (reads), [`secrets`] (private tables), [`password`]
-//! (Argon2id), [`ratelimit`] (login limits), [`state`] (shared state and the commit path).
+//! Layout: `api` (thin axum handlers), `domain` (rules and shared commands), [`projection`]
+//! (the accounts read model), `queries` (reads), [`secrets`] (private tables), [`password`]
+//! (Argon2id), `ratelimit` (login limits), `state` (shared state and the commit path).
 
 mod api;
 pub mod config;
@@ -22,8 +22,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use edd_events::EventStore;
-use edd_kit::{auth::PermissionsProjection, App, Metrics, Problem, Shutdown};
-use edd_projections::{Projection, Runner, RunnerConfig};
+use edd_kit::{auth::PermissionsProjection, App, Committer, Metrics, Problem, Shutdown};
+use edd_projections::{Projection, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -68,13 +68,14 @@ pub async fn run(
 
     let accounts: Arc<dyn Projection> = Arc::new(projection::AccountsProjection);
     let filters = accounts.filters();
-    let (runner, accounts_handle) = Runner::new(pool.clone(), js.clone(), accounts, RunnerConfig::default());
-    tokio::spawn(runner.run(shutdown.wait()));
+    let accounts = edd_projections::spawn(pool.clone(), js.clone(), accounts, RunnerConfig::default(), shutdown.wait());
     let (authorizer, _) =
         edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
 
-    let followed = vec![state::Followed { filters, handle: accounts_handle }];
-    let state = state::AppState::new(EventStore::new(js), pool.clone(), authorizer.clone(), followed, config, hasher);
+    let commits = Committer::new(EventStore::new(js), "auth")
+        .follow(filters, accounts.watermark())
+        .follow_authorizer(&authorizer);
+    let state = state::AppState::new(commits, pool.clone(), authorizer.clone(), config, hasher);
     tokio::spawn(bootstrap(state.clone(), admin_password, shutdown.clone()));
 
     let ready = authorizer.clone();

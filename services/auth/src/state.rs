@@ -1,5 +1,5 @@
-//! What every handler shares, and the one way a command writes: append the event, then wait until
-//! the auth service's own projections show it (read-your-writes, on any replica).
+//! What every handler shares: the commit path (a [`Committer`] waiting on the accounts projection
+//! and the authorizer), the database, the password hasher, login limits and the signing key.
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,34 +12,23 @@ use edd_events::{
         auth::{SigningKeyAdded, SigningKeyRetired},
         notify::Notification,
     },
-    filter_matches, Envelope, Event, EventStore, Expected, Token,
+    Event, EventStore, Expected, Token,
 };
 use edd_kit::{
-    auth::{jwt::SigningKey, permissions, Authorizer},
-    Problem,
+    auth::{jwt::SigningKey, Authorizer},
+    Committer, Problem,
 };
-use edd_projections::Handle;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::{config::AuthConfig, password::Hasher, ratelimit::SlidingWindow, secrets};
 
-/// How long a command waits for its projections before answering 503.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A projection the service reads (besides permissions), with the subjects it covers.
-#[derive(Clone)]
-pub struct Followed {
-    pub filters: Vec<String>,
-    pub handle: Handle,
-}
-
 #[derive(Clone)]
 pub struct AppState {
+    pub commits: Committer,
     pub store: EventStore,
     pub pool: PgPool,
     pub authorizer: Authorizer,
-    pub projections: Arc<Vec<Followed>>,
     pub config: Arc<AuthConfig>,
     pub hasher: Hasher,
     pub ip_limit: Arc<SlidingWindow>,
@@ -54,22 +43,16 @@ impl FromRef<AppState> for Authorizer {
 }
 
 impl AppState {
-    pub fn new(
-        store: EventStore,
-        pool: PgPool,
-        authorizer: Authorizer,
-        projections: Vec<Followed>,
-        config: AuthConfig,
-        hasher: Hasher,
-    ) -> Self {
+    /// `commits` must follow the accounts projection and the authorizer.
+    pub fn new(commits: Committer, pool: PgPool, authorizer: Authorizer, config: AuthConfig, hasher: Hasher) -> Self {
         let window = Duration::from_secs(config.login_window_secs);
         Self {
+            store: commits.store().clone(),
+            commits,
             ip_limit: Arc::new(SlidingWindow::new(config.login_limit_ip, window)),
             user_limit: Arc::new(SlidingWindow::new(config.login_limit_user, window)),
-            store,
             pool,
             authorizer,
-            projections: Arc::new(projections),
             config: Arc::new(config),
             hasher,
             signer: Arc::new(Mutex::new(None)),
@@ -78,33 +61,7 @@ impl AppState {
 
     /// Appends `data` for `actor` and waits until the projections that read it have applied it.
     pub async fn commit<E: Event>(&self, actor: &str, data: E, expected: Expected) -> Result<u64, Problem> {
-        let subject = data.subject();
-        let envelope = Envelope::new("auth", data).actor(actor);
-        let seq = self.store.append_one(&envelope, expected).await.map_err(Problem::from)?;
-        self.settle(subject.as_str(), seq).await?;
-        Ok(seq)
-    }
-
-    /// Waits for every projection whose filters match `subject` to reach `seq`.
-    pub async fn settle(&self, subject: &str, seq: u64) -> Result<(), Problem> {
-        for followed in self.projections.iter() {
-            if followed.filters.iter().any(|f| filter_matches(f, subject)) {
-                followed.handle.wait_for(seq, SETTLE_TIMEOUT).await.map_err(|e| {
-                    tracing::warn!(error = %e, "projection slow to apply a command");
-                    Problem::unavailable("the change is recorded but not visible yet; read it again shortly")
-                        .with_retry_after(1)
-                })?;
-            }
-        }
-        // The permissions projection counts once its rows are in the authorizer's memory: then a
-        // token created by this command authenticates on the very next request.
-        if permissions::FILTERS.iter().any(|f| filter_matches(f, subject))
-            && !self.authorizer.wait_for(seq, SETTLE_TIMEOUT).await
-        {
-            return Err(Problem::unavailable("the change is recorded but not visible yet; read it again shortly")
-                .with_retry_after(1));
-        }
-        Ok(())
+        self.commits.commit(actor, data, expected).await
     }
 
     /// Sends `user` a notification; best effort, the command it reports on has already happened.
@@ -117,17 +74,14 @@ impl AppState {
             category: "auth".into(),
             scope: None,
         };
-        if let Err(e) = self.store.publish(&Envelope::new("auth", note)).await {
-            tracing::error!(error = %e, "could not send a notification");
-        }
+        self.commits.publish(note).await;
     }
 
     /// The key new session tokens are signed with. Read from the private table (one indexed row)
     /// so a rotation on any replica takes effect on all of them at the next login.
     pub async fn signer(&self) -> Result<Arc<SigningKey>, Problem> {
         let stored = secrets::active_key(&self.pool)
-            .await
-            .map_err(Problem::internal)?
+            .await?
             .ok_or_else(|| Problem::unavailable("no signing key yet").with_retry_after(1))?;
         if let Some(key) = self.signer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if key.kid().as_str() == stored.kid {
@@ -144,7 +98,7 @@ impl AppState {
     pub async fn ensure_signing_key(&self) -> Result<(), Problem> {
         let (candidate, pkcs8) = SigningKey::generate().map_err(Problem::internal)?;
         let stored = secrets::StoredKey { kid: candidate.kid().to_string(), pkcs8 };
-        let active = secrets::ensure_active_key(&self.pool, stored).await.map_err(Problem::internal)?;
+        let active = secrets::ensure_active_key(&self.pool, stored).await?;
         let kid = Token::new(active.kid.clone()).map_err(Problem::internal)?;
         let key = SigningKey::from_pkcs8(kid, &active.pkcs8).map_err(Problem::internal)?;
         self.publish_key(&key).await
@@ -165,9 +119,9 @@ impl AppState {
     pub async fn rotate_key(&self, actor: &str) -> Result<Token, Problem> {
         let (key, pkcs8) = SigningKey::generate().map_err(Problem::internal)?;
         let stored = secrets::StoredKey { kid: key.kid().to_string(), pkcs8 };
-        secrets::insert_pending_key(&self.pool, &stored).await.map_err(Problem::internal)?;
+        secrets::insert_pending_key(&self.pool, &stored).await?;
         self.publish_key(&key).await?;
-        let old = secrets::activate_key(&self.pool, &stored.kid).await.map_err(Problem::internal)?;
+        let old = secrets::activate_key(&self.pool, &stored.kid).await?;
         if let Some(old) = old.and_then(|k| Token::new(k).ok()) {
             let accept_until = OffsetDateTime::now_utc() + self.config.session_ttl();
             self.commit(actor, SigningKeyRetired { kid: old, accept_until }, Expected::Any).await?;

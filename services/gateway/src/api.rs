@@ -1,37 +1,34 @@
 //! The gateway's admin API on its own host: `GET/POST /api/routes`, `DELETE /api/routes/{id}`
 //! (an administrator's session). Changes are events; an answer means the route is live.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
-    extract::{FromRef, Path, State},
+    extract::{FromRef, State},
     http::StatusCode,
     routing::{delete, get},
     Router,
 };
 use edd_events::{
     catalog::gateway::{RouteCreated, RouteDeleted},
-    Envelope, EventStore, Expected, Token,
+    Expected, Token,
 };
 use edd_kit::{
     auth::{Authorizer, Principal},
-    Json, Problem,
+    Committer, Json, Path, Problem,
 };
-use edd_projections::Handle;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use crate::{projection::SCHEMA, routes::Route, sync::RouteSync};
-
-const SETTLE: Duration = Duration::from_secs(10);
+use crate::{queries, routes::Route};
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub store: EventStore,
+    /// Follows `gateway/routes` and the live route table: a route command answers once the
+    /// route is live.
+    pub commits: Committer,
     pub pool: PgPool,
     pub authorizer: Authorizer,
-    pub routes: Handle,
-    pub sync: RouteSync,
     pub builtin: Arc<Vec<Route>>,
     /// The gateway's own host; no static route may take it over.
     pub admin_host: String,
@@ -92,36 +89,18 @@ async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Jso
             builtin: true,
         })
         .collect();
-    let rows = sqlx::query(&format!(
-        "SELECT route_id, host, path_prefix, upstream, strip_prefix, max_body_bytes FROM {SCHEMA}.routes ORDER BY created_at LIMIT 10000"
-    ))
-    .fetch_all(&state.pool)
-    .await
-    .map_err(Problem::internal)?;
-    for row in rows {
+    for r in queries::routes(&state.pool).await? {
         views.push(RouteView {
-            id: row.try_get("route_id").map_err(Problem::internal)?,
-            host: row.try_get("host").map_err(Problem::internal)?,
-            path_prefix: row.try_get("path_prefix").map_err(Problem::internal)?,
-            upstream: row.try_get("upstream").map_err(Problem::internal)?,
-            strip_prefix: row.try_get("strip_prefix").map_err(Problem::internal)?,
-            max_body_bytes: row
-                .try_get::<Option<i64>, _>("max_body_bytes")
-                .map_err(Problem::internal)?
-                .map(|n| n as u64),
+            id: r.id,
+            host: r.host,
+            path_prefix: r.path_prefix,
+            upstream: r.upstream,
+            strip_prefix: r.strip_prefix,
+            max_body_bytes: r.max_body_bytes,
             builtin: false,
         });
     }
     Ok(Json(views))
-}
-
-async fn settle(state: &ApiState, seq: u64) -> Result<(), Problem> {
-    let applied = state.routes.wait_for(seq, SETTLE).await.is_ok() && state.sync.wait_for(seq, SETTLE).await;
-    if applied {
-        Ok(())
-    } else {
-        Err(Problem::unavailable("the change is recorded but not live yet").with_retry_after(1))
-    }
 }
 
 async fn create(
@@ -132,14 +111,12 @@ async fn create(
     principal.require_admin()?;
     let id = Token::random();
     let route = Route::new(id.as_str(), &req.host, &req.path_prefix, &req.upstream, req.strip_prefix)
-        .map_err(|e| Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(e.to_string()))?;
+        .map_err(|e| Problem::unprocessable(e.to_string()))?;
     if req.max_body_bytes.is_some_and(|n| n == 0 || n > MAX_ROUTE_BODY_BYTES) {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-            .with_detail(format!("max_body_bytes must be between 1 and {MAX_ROUTE_BODY_BYTES}")));
+        return Err(Problem::unprocessable(format!("max_body_bytes must be between 1 and {MAX_ROUTE_BODY_BYTES}")));
     }
     if route.host == state.admin_host {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-            .with_detail(format!("{} is the gateway's own host", state.admin_host)));
+        return Err(Problem::unprocessable(format!("{} is the gateway's own host", state.admin_host)));
     }
     let created = RouteCreated {
         route_id: id.clone(),
@@ -149,9 +126,7 @@ async fn create(
         strip_prefix: route.strip_prefix,
         max_body_bytes: req.max_body_bytes,
     };
-    let envelope = Envelope::new("gateway", created).actor(principal.user_id.as_str());
-    let seq = state.store.append_one(&envelope, Expected::NoStream).await.map_err(Problem::from)?;
-    settle(&state, seq).await?;
+    state.commits.commit(principal.user_id.as_str(), created, Expected::NoStream).await?;
     let view = RouteView {
         id: id.to_string(),
         host: route.host,
@@ -170,15 +145,9 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
     principal.require_admin()?;
-    let seq: Option<i64> = sqlx::query_scalar(&format!("SELECT seq FROM {SCHEMA}.routes WHERE route_id = $1"))
-        .bind(&id)
-        .fetch_optional(&state.pool)
-        .await
-        .map_err(Problem::internal)?;
+    let seq = queries::route_seq(&state.pool, &id).await?;
     let seq = seq.ok_or_else(|| Problem::not_found("no such route (built-in routes cannot be deleted)"))?;
     let route_id = Token::new(id).map_err(Problem::internal)?;
-    let envelope = Envelope::new("gateway", RouteDeleted { route_id }).actor(principal.user_id.as_str());
-    let seq = state.store.append_one(&envelope, Expected::Exactly(seq as u64)).await.map_err(Problem::from)?;
-    settle(&state, seq).await?;
+    state.commits.commit(principal.user_id.as_str(), RouteDeleted { route_id }, Expected::Exactly(seq)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

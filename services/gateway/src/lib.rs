@@ -10,7 +10,7 @@
 //! - [`tls`]: certificates by SNI, reloaded when their files change, the development certificate;
 //! - [`clients`]: connection and request-rate limits per client address;
 //! - [`observe`]: the JSON access log and per-route Prometheus metrics;
-//! - [`projection`], [`sync`], [`api`]: admin-managed routes as `gateway.route.*` events, projected
+//! - [`projection`], `sync`, `api`: admin-managed routes as `gateway.route.*` events, projected
 //!   into `gateway_db` and swapped into the live table; `GET/POST/DELETE /api/routes` on the
 //!   gateway's own host (`gateway.<base domain>`), for administrators.
 
@@ -20,6 +20,7 @@ pub mod config;
 pub mod observe;
 pub mod projection;
 pub mod proxy;
+mod queries;
 pub mod routes;
 pub mod server;
 mod sync;
@@ -30,8 +31,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use edd_events::EventStore;
-use edd_kit::{auth::PermissionsProjection, App, Metrics, Shutdown};
-use edd_projections::{Projection, Runner, RunnerConfig};
+use edd_kit::{auth::PermissionsProjection, App, Committer, Metrics, Shutdown};
+use edd_projections::{Projection, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -64,11 +65,6 @@ pub enum Error {
     Config(String),
 }
 
-/// Largest upload through the storage host (files are streamed, never held in memory).
-const STORAGE_MAX_BODY_BYTES: u64 = 64 << 30;
-/// Largest image layer pushed through the registry host.
-const REGISTRY_MAX_BODY_BYTES: u64 = 16 << 30;
-
 /// The platform's own routes: `<service>.<base domain>` for each service, and the gateway's admin
 /// host.
 pub fn builtin_routes(config: &GatewayConfig, admin_upstream: &str) -> Result<Vec<Route>, RouteError> {
@@ -80,10 +76,10 @@ pub fn builtin_routes(config: &GatewayConfig, admin_upstream: &str) -> Result<Ve
     };
     Ok(vec![
         route("auth", &up.auth)?,
-        route("storage", &up.storage)?.with_max_body(Some(STORAGE_MAX_BODY_BYTES)),
+        route("storage", &up.storage)?.with_max_body(Some(config.storage_max_body_bytes)),
         route("compute", &up.compute)?,
         route("notifications", &up.notifications)?,
-        route("registry", &up.registry)?.with_max_body(Some(REGISTRY_MAX_BODY_BYTES)),
+        route("registry", &up.registry)?.with_max_body(Some(config.registry_max_body_bytes)),
         route("health", &up.health)?,
         route("cloud", &up.cloud)?,
         route("docs", &up.docs)?,
@@ -116,15 +112,6 @@ impl Listeners {
 pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool } = deps;
     let Listeners { http, https, admin } = listeners;
-    for (name, secs) in [
-        ("EDD_GATEWAY_HEADER_TIMEOUT_SECS", config.header_timeout_secs),
-        ("EDD_GATEWAY_IDLE_TIMEOUT_SECS", config.idle_timeout_secs),
-        ("EDD_GATEWAY_UPSTREAM_TIMEOUT_SECS", config.upstream_timeout_secs),
-    ] {
-        if secs == 0 {
-            return Err(Error::Config(format!("{name} must be at least 1")));
-        }
-    }
     let admin_upstream = format!("http://{}", admin.local_addr()?);
     let builtin = builtin_routes(&config, &admin_upstream)?;
     let metrics = Metrics::new();
@@ -140,20 +127,24 @@ pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdo
     };
     let gateway = Arc::new(Gateway::new(RouteTable::new(builtin.clone()), options));
 
-    let (runner, routes_handle) =
-        Runner::new(pool.clone(), js.clone(), Arc::new(projection::RoutesProjection), RunnerConfig::default());
-    tokio::spawn(runner.run(shutdown.wait()));
+    let routes_handle = edd_projections::spawn(
+        pool.clone(),
+        js.clone(),
+        Arc::new(projection::RoutesProjection),
+        RunnerConfig::default(),
+        shutdown.wait(),
+    );
     let sync = sync::RouteSync::follow(pool.clone(), routes_handle.clone(), gateway.clone(), builtin.clone());
     let (authorizer, _) =
         edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
 
     let builtin_hosts: Vec<String> = builtin.iter().map(|r| r.host.clone()).collect();
     let state = api::ApiState {
-        store: EventStore::new(js),
+        commits: Committer::new(EventStore::new(js), "gateway")
+            .follow(projection::RoutesProjection.filters(), routes_handle.watermark())
+            .follow(projection::RoutesProjection.filters(), sync.watermark()),
         pool,
         authorizer,
-        routes: routes_handle,
-        sync,
         builtin: Arc::new(builtin),
         admin_host: format!("gateway.{}", config.base_domain),
     };
@@ -179,7 +170,7 @@ pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdo
         };
         let store = tls::CertStore::load(files)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(store.server_config()?);
-        tasks.push(tokio::spawn(store.watch(Duration::from_secs(config.tls_reload_secs.max(1)), shutdown.clone())));
+        tasks.push(tokio::spawn(store.watch(Duration::from_secs(config.tls_reload_secs), shutdown.clone())));
         if config.redirect_https {
             http_transport = server::Transport::RedirectToHttps { port: https.local_addr()?.port() };
         }

@@ -3,17 +3,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use edd_projections::Handle;
-use sqlx::{PgPool, Row};
+use edd_projections::{Handle, Watermark};
+use sqlx::PgPool;
 use tokio::sync::watch;
 
 use crate::{
-    projection::SCHEMA,
+    queries,
     routes::{Route, RouteTable},
     Gateway,
 };
 
-/// Where the route table stands; [`RouteSync::wait_for`] lets the admin API answer only once a
+/// Where the route table stands; [`RouteSync::watermark`] lets the admin API answer only once a
 /// change is live.
 #[derive(Clone)]
 pub struct RouteSync {
@@ -50,34 +50,20 @@ impl RouteSync {
         sync
     }
 
-    /// Waits until the table reflects stream sequence `seq`.
-    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
-        let mut rx = self.loaded.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= seq)).await.is_ok_and(|r| r.is_ok())
+    /// The stream sequence the live table reflects: what a route command waits on.
+    pub fn watermark(&self) -> Watermark {
+        Watermark::new("gateway route table", self.loaded.subscribe())
     }
 }
 
 async fn load(pool: &PgPool) -> Result<Vec<Route>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT route_id, host, path_prefix, upstream, strip_prefix, max_body_bytes FROM {SCHEMA}.routes ORDER BY route_id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    let mut routes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: String = row.try_get("route_id")?;
-        let route = Route::new(
-            &id,
-            row.try_get("host")?,
-            row.try_get("path_prefix")?,
-            row.try_get("upstream")?,
-            row.try_get("strip_prefix")?,
-        )
-        .map(|r| r.with_max_body(row.try_get::<Option<i64>, _>("max_body_bytes").ok().flatten().map(|n| n as u64)));
-        match route {
-            Ok(r) => routes.push(r),
+    let stored = queries::routes(pool).await?;
+    let mut routes = Vec::with_capacity(stored.len());
+    for r in stored {
+        match Route::new(&r.id, &r.host, &r.path_prefix, &r.upstream, r.strip_prefix) {
+            Ok(route) => routes.push(route.with_max_body(r.max_body_bytes)),
             // Validated before its event was written; a bad row means a changed rule, not bad input.
-            Err(e) => tracing::error!(route = id, error = %e, "stored route is no longer valid; skipped"),
+            Err(e) => tracing::error!(route = r.id, error = %e, "stored route is no longer valid; skipped"),
         }
     }
     Ok(routes)

@@ -8,6 +8,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The log filter when none is given.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 /// Flags every service command flattens into its own arguments.
 #[derive(clap::Args, Clone)]
 pub struct CommonArgs {
@@ -24,7 +27,7 @@ pub struct CommonArgs {
     pub log_format: LogFormat,
 
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax (e.g. `info,edd_auth=debug`).
-    #[arg(long, env = "EDD_LOG", default_value = "info")]
+    #[arg(long, env = "EDD_LOG", default_value = DEFAULT_LOG_LEVEL)]
     pub log_level: String,
 }
 

@@ -3,8 +3,9 @@
 
 pub mod app;
 pub mod auth;
+pub mod commit;
 pub mod config;
-mod json;
+mod extract;
 pub mod metrics;
 pub mod middleware;
 mod probes;
@@ -16,8 +17,9 @@ pub mod telemetry;
 mod tests;
 
 pub use app::App;
+pub use commit::Committer;
 pub use config::{secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
-pub use json::Json;
+pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use middleware::RequestId;
 pub use problem::Problem;

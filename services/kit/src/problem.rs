@@ -73,6 +73,12 @@ impl Problem {
         Self::new(StatusCode::CONFLICT).with_detail(detail)
     }
 
+    /// 422: the request is well-formed but asks for something that cannot be (a bad name, a
+    /// value out of range).
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(detail)
+    }
+
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(detail)
     }
@@ -85,6 +91,12 @@ impl Problem {
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE).with_detail(detail)
+    }
+
+    /// 503 for a command whose event is in the log but not yet in the reader it answers from
+    /// (see [`crate::Committer`]): retrying the read shortly shows it.
+    pub fn not_visible_yet() -> Self {
+        Self::unavailable("the change is recorded but not visible yet; read it again shortly").with_retry_after(1)
     }
 
     /// A 500 that logs `err` (inside the request's span, so with its request id) and tells the
@@ -164,6 +176,48 @@ impl From<edd_events::AppendError> for Problem {
                 Self::payload_too_large(format!("the change is {size} bytes as an event; the limit is {max}"))
             }
             e => Self::internal(e),
+        }
+    }
+}
+
+/// A database failure as the client sees it: the database being away (a pool timeout, a broken
+/// connection) is a 503 to retry; anything else is a logged 500 that names nothing.
+impl From<sqlx::Error> for Problem {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::unavailable("the database is unavailable; retry shortly").with_retry_after(2)
+            }
+            e => Self::internal(e),
+        }
+    }
+}
+
+/// A projection (or another reader of the log) that did not reach a command's event in time: the
+/// change is recorded, only not visible yet.
+impl From<edd_projections::WaitError> for Problem {
+    fn from(e: edd_projections::WaitError) -> Self {
+        tracing::warn!(error = %e, "a reader of the log is slow to apply a command");
+        Self::not_visible_yet()
+    }
+}
+
+/// GFS failures as the client sees them: the file system being away is a 503 to retry.
+#[cfg(feature = "gfs")]
+impl From<edd_gfs::client::GfsError> for Problem {
+    fn from(e: edd_gfs::client::GfsError) -> Self {
+        use edd_gfs::client::GfsError;
+        match e {
+            GfsError::NotFound(_) => Self::not_found("the file's data is missing"),
+            GfsError::Unavailable(_) | GfsError::Timeout(_) | GfsError::ResourceExhausted(_) => {
+                tracing::warn!(error = %e, "GFS unavailable");
+                Self::unavailable("the file system is unavailable; retry shortly").with_retry_after(2)
+            }
+            e => {
+                tracing::error!(error = %e, "GFS failed");
+                Self::internal(e)
+            }
         }
     }
 }

@@ -5,13 +5,14 @@
 
 use axum::{
     body::Bytes,
-    extract::{Path, Query, State},
+    extract::State,
     http::StatusCode,
     routing::{get, post},
     Router,
 };
 use edd_events::catalog::inbox::{MuteRemoved, MuteSet, NotificationsRead};
 use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{Path, Query};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -78,7 +79,7 @@ async fn list(
 
 async fn unread_count(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require(&principal, "read")?;
-    let count = queries::unread(&state.pool, principal.user_id.as_str()).await.map_err(Problem::internal)?;
+    let count = queries::unread(&state.pool, principal.user_id.as_str()).await?;
     Ok(Json(json!({ "count": count })))
 }
 
@@ -90,10 +91,7 @@ async fn read_one(
     require(&principal, "update")?;
     let not_found = || Problem::not_found("no such notification");
     let id = id.parse::<u64>().ok().filter(|id| i64::try_from(*id).is_ok()).ok_or_else(not_found)?;
-    let read = queries::read_state(&state.pool, principal.user_id.as_str(), id as i64)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(not_found)?;
+    let read = queries::read_state(&state.pool, principal.user_id.as_str(), id as i64).await?.ok_or_else(not_found)?;
     if !read {
         let event = NotificationsRead { user_id: principal.user_id.clone(), ids: vec![id], up_to: None };
         state.commit(principal.user_id.as_str(), event).await?;
@@ -103,7 +101,7 @@ async fn read_one(
 
 async fn read_all(State(state): State<AppState>, principal: Principal) -> Result<StatusCode, Problem> {
     require(&principal, "update")?;
-    let newest = queries::newest(&state.pool, principal.user_id.as_str()).await.map_err(Problem::internal)?;
+    let newest = queries::newest(&state.pool, principal.user_id.as_str()).await?;
     if let Some((up_to, true)) = newest {
         let event =
             NotificationsRead { user_id: principal.user_id.clone(), ids: Vec::new(), up_to: Some(up_to as u64) };
@@ -114,7 +112,7 @@ async fn read_all(State(state): State<AppState>, principal: Principal) -> Result
 
 async fn mutes(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
     require(&principal, "read")?;
-    let mutes = queries::mutes(&state.pool, principal.user_id.as_str()).await.map_err(Problem::internal)?;
+    let mutes = queries::mutes(&state.pool, principal.user_id.as_str()).await?;
     Ok(Json(json!({ "mutes": mutes })))
 }
 
@@ -159,7 +157,7 @@ async fn mute(
     require(&principal, "update")?;
     let (category, scope) = checked(body)?;
     let user = principal.user_id.as_str();
-    let existing = queries::mutes(&state.pool, user).await.map_err(Problem::internal)?;
+    let existing = queries::mutes(&state.pool, user).await?;
     if !existing.iter().any(|m| m.category == category && m.scope == scope) {
         // Every replica keeps every mute in memory, and the INBOX stream keeps them forever.
         if existing.len() >= MAX_MUTES {
@@ -167,7 +165,7 @@ async fn mute(
                 .with_extension("max_mutes", MAX_MUTES));
         }
         let event = MuteSet { user_id: principal.user_id.clone(), category, scope };
-        state.commit_mute(user, event).await?;
+        state.commit(user, event).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -192,10 +190,10 @@ async fn unmute(
     };
     let (category, scope) = checked(body)?;
     let user = principal.user_id.as_str();
-    let existing = queries::mutes(&state.pool, user).await.map_err(Problem::internal)?;
+    let existing = queries::mutes(&state.pool, user).await?;
     if existing.iter().any(|m| m.category == category && m.scope == scope) {
         let event = MuteRemoved { user_id: principal.user_id.clone(), category, scope };
-        state.commit_mute(user, event).await?;
+        state.commit(user, event).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,8 +20,8 @@ use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use edd_events::EventStore;
-use edd_kit::{auth::PermissionsProjection, App, Metrics, Shutdown};
-use edd_projections::{Projection, Runner, RunnerConfig};
+use edd_kit::{auth::PermissionsProjection, App, Committer, Metrics, Shutdown};
+use edd_projections::{Projection, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -43,20 +43,20 @@ pub struct Deps {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid setting: {0}")]
-    Config(String),
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
 
 /// Runs the notification service on `listener` until `shutdown`.
 pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
-    config.validate().map_err(Error::Config)?;
     let Deps { js, pool } = deps;
     let metrics = Metrics::new();
 
-    spawn_projection(&pool, &js, Arc::new(projection::InboxProjection), &shutdown);
-    let state_handle = spawn_projection(&pool, &js, Arc::new(projection::StateProjection), &shutdown);
+    let spawn = |projection: Arc<dyn Projection>| {
+        edd_projections::spawn(pool.clone(), js.clone(), projection, RunnerConfig::default(), shutdown.wait())
+    };
+    spawn(Arc::new(projection::InboxProjection));
+    let state_handle = spawn(Arc::new(projection::StateProjection));
     let (authorizer, _) =
         edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
 
@@ -66,11 +66,13 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
     let retention = (config.retention_days, Duration::from_secs(config.retention_sweep_secs));
     tokio::spawn(retention_sweeps(pool.clone(), retention, shutdown.clone()));
 
+    let commits = Committer::new(EventStore::new(js), "notify")
+        .follow(projection::StateProjection.filters(), state_handle.watermark())
+        .follow(state::MUTE_FILTERS, hub.mutes_watermark());
     let state = state::AppState {
-        store: EventStore::new(js),
+        commits,
         pool: pool.clone(),
         authorizer: authorizer.clone(),
-        state: state_handle,
         hub: hub.clone(),
         origins: Arc::new(live::Origins::new(&config.base_domain, &config.allowed_origins)),
         ping_interval: config.ping_interval(),
@@ -102,22 +104,6 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
         .build();
     edd_kit::shutdown::serve(listener, router, shutdown.wait()).await?;
     Ok(())
-}
-
-fn spawn_projection(
-    pool: &PgPool,
-    js: &jetstream::Context,
-    projection: Arc<dyn Projection>,
-    shutdown: &Shutdown,
-) -> edd_projections::Handle {
-    let (runner, handle) = Runner::new(pool.clone(), js.clone(), projection, RunnerConfig::default());
-    let stop = shutdown.wait();
-    tokio::spawn(async move {
-        if let Err(e) = runner.run(stop).await {
-            tracing::error!(error = %e, "projection stopped");
-        }
-    });
-    handle
 }
 
 /// Every `every`, removes read notifications older than `days` days (and their read marks).

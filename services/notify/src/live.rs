@@ -39,7 +39,7 @@ use edd_kit::{
     auth::{Authorizer, Principal},
     Metrics, Problem, Shutdown,
 };
-use edd_projections::Handle;
+use edd_projections::{Handle, Watermark};
 use futures_util::{Stream, StreamExt};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use sqlx::PgPool;
@@ -117,6 +117,8 @@ pub struct Hub {
     mutes: RwLock<HashMap<String, Vec<Mute>>>,
     /// The `notify/state` position the mute copy reflects; `None` until first loaded.
     mutes_at: watch::Sender<Option<u64>>,
+    /// The same position as a plain number (0 until loaded), for [`Hub::mutes_watermark`].
+    mutes_position: watch::Sender<u64>,
     /// Whether the fanout's consumer is in place (readiness).
     fanning: AtomicBool,
     next_id: AtomicU64,
@@ -172,6 +174,7 @@ impl Hub {
             open: Mutex::new(HashMap::new()),
             mutes: RwLock::new(HashMap::new()),
             mutes_at: watch::channel(None).0,
+            mutes_position: watch::channel(0).0,
             fanning: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             max_per_user: config.max_sockets_per_user,
@@ -253,9 +256,8 @@ impl Hub {
 
     /// Waits until the mute copy reflects `notify/state` at `seq` (a mute command's read-your-writes:
     /// once it answers, no push ignores it).
-    pub async fn wait_mutes(&self, seq: u64, timeout: Duration) -> bool {
-        let mut rx = self.mutes_at.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|at| at.is_some_and(|at| at >= seq))).await.is_ok_and(|r| r.is_ok())
+    pub fn mutes_watermark(&self) -> Watermark {
+        Watermark::new("notify live mutes", self.mutes_position.subscribe())
     }
 
     /// Whether the fanout is consuming and the mutes are loaded.
@@ -389,6 +391,13 @@ pub async fn follow_mutes(hub: Arc<Hub>, pool: PgPool, state: Handle, shutdown: 
                     let moved = cur.is_none_or(|c| c < at);
                     if moved {
                         *cur = Some(at);
+                    }
+                    moved
+                });
+                hub.mutes_position.send_if_modified(|cur| {
+                    let moved = *cur < at;
+                    if moved {
+                        *cur = at;
                     }
                     moved
                 });

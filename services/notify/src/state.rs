@@ -1,26 +1,25 @@
-//! What every handler shares, and the one way a command writes: append the `INBOX` event, then
-//! wait until `notify/state` has applied it (read-your-writes, on any replica).
+//! What every handler shares, and the commit path: a [`Committer`] that waits until `notify/state`
+//! has applied a command's `INBOX` event and, for mutes, until this replica's live fanout honours
+//! it (read-your-writes, on any replica; once a mute answers, no push ignores it).
 
 use std::{sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
-use edd_events::{Envelope, Event, EventStore, Expected};
-use edd_kit::{auth::Authorizer, Problem, Shutdown};
-use edd_projections::Handle;
+use edd_events::{Event, Expected};
+use edd_kit::{auth::Authorizer, Committer, Problem, Shutdown};
 use sqlx::PgPool;
 
 use crate::live::{Hub, Origins};
 
-/// How long a command waits for its projection before answering 503.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `INBOX` subjects the live fanout's mute copy follows.
+pub const MUTE_FILTERS: [&str; 2] = ["inbox.*.muted", "inbox.*.unmuted"];
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: EventStore,
+    /// Follows `notify/state` (every command) and the hub's mutes (mute commands).
+    pub commits: Committer,
     pub pool: PgPool,
     pub authorizer: Authorizer,
-    /// `notify/state`, which every command writes to.
-    pub state: Handle,
     pub hub: Arc<Hub>,
     pub origins: Arc<Origins>,
     pub ping_interval: Duration,
@@ -33,30 +32,10 @@ impl FromRef<AppState> for Authorizer {
     }
 }
 
-fn not_visible_yet() -> Problem {
-    Problem::unavailable("the change is recorded but not visible yet; read it again shortly").with_retry_after(1)
-}
-
 impl AppState {
-    /// Appends `data` for `actor` and waits until `notify/state` has applied it.
+    /// Appends `data` for `actor` and waits until it is visible (see the module docs).
     pub async fn commit<E: Event>(&self, actor: &str, data: E) -> Result<u64, Problem> {
-        let envelope = Envelope::new("notify", data).actor(actor);
         // Read marks and mutes commute with everything but their own undoing, which the log orders.
-        let seq = self.store.append_one(&envelope, Expected::Any).await.map_err(Problem::from)?;
-        self.state.wait_for(seq, SETTLE_TIMEOUT).await.map_err(|e| {
-            tracing::warn!(error = %e, "notify/state slow to apply a command");
-            not_visible_yet()
-        })?;
-        Ok(seq)
-    }
-
-    /// Like [`Self::commit`], and also waits until this replica's live fanout honours the change
-    /// (mutes): once the answer is out, no push ignores it.
-    pub async fn commit_mute<E: Event>(&self, actor: &str, data: E) -> Result<u64, Problem> {
-        let seq = self.commit(actor, data).await?;
-        if !self.hub.wait_mutes(seq, SETTLE_TIMEOUT).await {
-            return Err(not_visible_yet());
-        }
-        Ok(seq)
+        self.commits.commit(actor, data, Expected::Any).await
     }
 }

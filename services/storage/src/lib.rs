@@ -5,17 +5,20 @@
 //! GFS file (a *blob*) written completely before the event that names it, so a file is either
 //! wholly there or not at all; blobs no event refers to are swept.
 //!
-//! Layout: [`api`] (thin axum handlers), [`state`] (shared state, the commit path, catalog reads),
+//! Layout: `api` (thin axum handlers), `commands` (uploads, deletions), `state` (shared state, the
+//! commit path), `queries` (catalog reads),
 //! [`projection`] (the catalog), [`transfer`] (streaming to and from GFS), [`http`] (ranges,
 //! conditional requests), [`names`] (what names and paths may be), [`progress`] (transfer
 //! progress), [`reactions`] (user deletions, the sweeper), [`config`].
 
 mod api;
+mod commands;
 pub mod config;
 pub mod http;
 pub mod names;
 pub mod progress;
 pub mod projection;
+mod queries;
 pub mod reactions;
 mod state;
 pub mod transfer;
@@ -25,8 +28,8 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream;
 use edd_events::EventStore;
 use edd_gfs::client::{GfsClient, GfsConfig, GfsError};
-use edd_kit::{auth::PermissionsProjection, App, Metrics, Shutdown};
-use edd_projections::{Projection, Runner, RunnerConfig};
+use edd_kit::{auth::PermissionsProjection, App, Committer, Metrics, Shutdown};
+use edd_projections::{Projection, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
@@ -60,14 +63,15 @@ pub enum Error {
 pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool, gfs_secret } = deps;
     let gfs = GfsClient::new(GfsConfig::new(config.gfs_masters.clone(), gfs_secret))?;
-    let (runner, catalog) =
-        Runner::new(pool.clone(), js.clone(), Arc::new(projection::CatalogProjection), RunnerConfig::default());
-    tokio::spawn(runner.run(shutdown.wait()));
+    let catalog_projection: Arc<dyn Projection> = Arc::new(projection::CatalogProjection);
+    let filters = catalog_projection.filters();
+    let catalog =
+        edd_projections::spawn(pool.clone(), js.clone(), catalog_projection, RunnerConfig::default(), shutdown.wait());
     let (authorizer, _) =
         edd_kit::auth::start(pool.clone(), js.clone(), PERMISSIONS, RunnerConfig::default(), shutdown.wait());
 
     let state = state::AppState {
-        store: EventStore::new(js),
+        commits: Committer::new(EventStore::new(js), "storage").follow(filters, catalog.watermark()),
         pool: pool.clone(),
         authorizer: authorizer.clone(),
         catalog,
@@ -87,7 +91,7 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
     tokio::spawn(reactions::follow_user_deletions(state.clone(), shutdown.clone()));
     tokio::spawn(reactions::sweep_forever(
         state.clone(),
-        Duration::from_secs(config.sweep_interval_secs.max(1)),
+        Duration::from_secs(config.sweep_interval_secs),
         Duration::from_secs(config.sweep_grace_secs),
         shutdown.clone(),
     ));

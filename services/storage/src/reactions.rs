@@ -28,7 +28,7 @@ pub async fn follow_user_deletions(state: AppState, shutdown: Shutdown) {
     // Deleting a user's blobs can take a while; a redelivery meanwhile would only conflict.
     config.ack_wait = Duration::from_secs(300);
     loop {
-        let reactor = Reactor::new(state.store.jetstream().clone(), config.clone());
+        let reactor = Reactor::new(state.commits.store().jetstream().clone(), config.clone());
         let handler = |event: RawEvent| {
             let state = state.clone();
             async move {
@@ -37,7 +37,8 @@ pub async fn follow_user_deletions(state: AppState, shutdown: Shutdown) {
                 }
                 let deleted: UserDeleted = event.decode().map_err(|e| e.to_string())?;
                 // Every namespace the user created before being deleted is in the catalog first.
-                let head = stream_head(state.store.jetstream(), "STORAGE").await.map_err(|e| e.to_string())?;
+                let head =
+                    stream_head(state.commits.store().jetstream(), "STORAGE").await.map_err(|e| e.to_string())?;
                 state.catalog.wait_for(head, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
                 for ns in state.namespaces_of(&deleted.user_id).await.map_err(|p| format!("{p:?}"))? {
                     delete_namespace(&state, &ns, "storage", "user_deleted").await.map_err(|p| format!("{p:?}"))?;
@@ -89,7 +90,7 @@ pub enum SweepError {
 /// One pass; returns how many blobs it deleted.
 pub async fn sweep(state: &AppState, grace: Duration) -> Result<u64, SweepError> {
     // Decide only on a catalog that has everything the log had when the pass began.
-    let head = stream_head(state.store.jetstream(), "STORAGE").await?;
+    let head = stream_head(state.commits.store().jetstream(), "STORAGE").await?;
     state.catalog.wait_for(head, Duration::from_secs(30)).await.map_err(|_| SweepError::Behind)?;
     let cutoff = OffsetDateTime::now_utc() - grace;
     let mut after: Option<String> = None;

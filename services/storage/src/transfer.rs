@@ -13,7 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{
     progress::Tracker,
-    state::{gfs_problem, AppState, Namespace, GFS_NAMESPACE},
+    queries::Namespace,
+    state::{AppState, GFS_NAMESPACE},
 };
 
 /// How much of an upload may arrive, and what exceeding it means.
@@ -84,7 +85,7 @@ where
     E: Display,
 {
     let blob = format!("/{}/{}{}", ns.ns_id, Token::random(), Token::random());
-    let info = state.gfs.create(GFS_NAMESPACE, &blob).await.map_err(gfs_problem)?;
+    let info = state.gfs.create(GFS_NAMESPACE, &blob).await?;
     match pump(&state.gfs, &info.id, body, limits, tracker).await {
         Ok((size, sha256)) => Ok(Stored { blob, blob_id: info.id, size, sha256 }),
         Err(problem) => {
@@ -109,7 +110,7 @@ where
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut size = 0u64;
     let write_failed = |e: std::io::Error| match e.into_inner().map(|inner| inner.downcast::<GfsError>()) {
-        Some(Ok(gfs)) => gfs_problem(*gfs),
+        Some(Ok(gfs)) => Problem::from(*gfs),
         _ => Problem::unavailable("the file system failed during the upload; retry").with_retry_after(2),
     };
     loop {

@@ -1,10 +1,8 @@
 //! Administration: users, everyone's sessions, key rotation. An administrator's session only.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use edd_events::{catalog::auth::UserDeleted, Expected, Token};
+use edd_kit::Path;
 use edd_kit::{auth::Principal, Json, Problem};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,7 +11,7 @@ use crate::{domain, queries, secrets, state::AppState};
 
 pub async fn users(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<queries::User>>, Problem> {
     principal.require_admin()?;
-    Ok(Json(queries::users(&state.pool).await.map_err(Problem::internal)?))
+    Ok(Json(queries::users(&state.pool).await?))
 }
 
 #[derive(Deserialize)]
@@ -52,10 +50,7 @@ pub async fn delete_user(
     if id == principal.user_id.as_str() {
         return Err(Problem::conflict("you cannot delete your own account"));
     }
-    let user = queries::user_by_id(&state.pool, &id)
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::not_found("no such user"))?;
+    let user = queries::user_by_id(&state.pool, &id).await?.ok_or_else(|| Problem::not_found("no such user"))?;
     let user_id = Token::new(user.id.clone()).map_err(Problem::internal)?;
     let deleted = UserDeleted {
         user_id: user_id.clone(),
@@ -66,7 +61,7 @@ pub async fn delete_user(
     state.commit(principal.user_id.as_str(), deleted, Expected::Exactly(user.seq as u64)).await?;
     let kind = Token::new("username").map_err(Problem::internal)?;
     state.store.release("auth", &kind, &user.username, user_id.as_str()).await.map_err(Problem::from)?;
-    secrets::delete_password(&state.pool, &user.id).await.map_err(Problem::internal)?;
+    secrets::delete_password(&state.pool, &user.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -75,7 +70,7 @@ pub async fn sessions(
     principal: Principal,
 ) -> Result<Json<Vec<queries::Session>>, Problem> {
     principal.require_admin()?;
-    Ok(Json(queries::active_sessions(&state.pool, None).await.map_err(Problem::internal)?))
+    Ok(Json(queries::active_sessions(&state.pool, None).await?))
 }
 
 pub async fn rotate_key(

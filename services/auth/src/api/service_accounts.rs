@@ -1,14 +1,12 @@
 //! Service accounts: named identities with scopes, for programs; their tokens act with the
 //! account's current scopes, so narrowing them takes effect on tokens already issued.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use edd_events::{
     catalog::auth::{IdentityDeleted, IdentityUpdated, ScopeMap},
     Expected, Token,
 };
+use edd_kit::Path;
 use edd_kit::{auth::Principal, Json, Problem};
 use serde::Deserialize;
 
@@ -16,8 +14,7 @@ use crate::{domain, queries, state::AppState};
 
 async fn owned(state: &AppState, principal: &Principal, id: &str) -> Result<queries::ServiceAccount, Problem> {
     queries::service_account_of(&state.pool, principal.user_id.as_str(), id)
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .ok_or_else(|| Problem::not_found("no such service account"))
 }
 
@@ -35,10 +32,12 @@ pub async fn create(
     principal.require_session()?;
     domain::check_name("name", &req.name)?;
     domain::check_scopes(&req.scopes, &principal.user_id)?;
-    let (_, accounts) = queries::counts(&state.pool, principal.user_id.as_str()).await.map_err(Problem::internal)?;
+    let (_, accounts) = queries::counts(&state.pool, principal.user_id.as_str()).await?;
     if accounts >= domain::MAX_SERVICE_ACCOUNTS {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-            .with_detail(format!("at most {} service accounts per user", domain::MAX_SERVICE_ACCOUNTS)));
+        return Err(Problem::unprocessable(format!(
+            "at most {} service accounts per user",
+            domain::MAX_SERVICE_ACCOUNTS
+        )));
     }
     let id = Token::random();
     let updated = IdentityUpdated {
@@ -60,8 +59,7 @@ pub async fn list(
     principal: Principal,
 ) -> Result<Json<Vec<queries::ServiceAccount>>, Problem> {
     principal.require_session()?;
-    let accounts =
-        queries::service_accounts_of(&state.pool, principal.user_id.as_str()).await.map_err(Problem::internal)?;
+    let accounts = queries::service_accounts_of(&state.pool, principal.user_id.as_str()).await?;
     Ok(Json(accounts))
 }
 
@@ -137,7 +135,9 @@ pub async fn create_token(
     principal.require_session()?;
     let account = owned(&state, &principal, &id).await?;
     let sa = Token::new(account.id).map_err(Problem::internal)?;
-    super::tokens::issue(&state, &principal.user_id, req.name, None, Some(sa), req.expires_in.as_deref()).await
+    let token =
+        domain::issue_token(&state, &principal.user_id, req.name, None, Some(sa), req.expires_in.as_deref()).await?;
+    Ok(super::tokens::issued(token))
 }
 
 pub async fn tokens(
@@ -147,8 +147,6 @@ pub async fn tokens(
 ) -> Result<Json<Vec<queries::TokenInfo>>, Problem> {
     principal.require_session()?;
     let account = owned(&state, &principal, &id).await?;
-    let tokens = queries::tokens_of(&state.pool, principal.user_id.as_str(), Some(&account.id))
-        .await
-        .map_err(Problem::internal)?;
+    let tokens = queries::tokens_of(&state.pool, principal.user_id.as_str(), Some(&account.id)).await?;
     Ok(Json(tokens))
 }

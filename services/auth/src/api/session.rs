@@ -29,16 +29,16 @@ pub async fn login(
     Json(req): Json<LoginRequest>,
 ) -> Result<Response, Problem> {
     if req.username.len() > 64 || req.password.len() > domain::MAX_PASSWORD_BYTES {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail("username or password too long"));
+        return Err(Problem::unprocessable("username or password too long"));
     }
     let user_key = req.username.to_lowercase();
     if let Err(wait) = state.ip_limit.check(&client.ip).and_then(|()| state.user_limit.check(&user_key)) {
         tracing::warn!(ip = %client.ip, "login rate limit reached");
         return Err(Problem::too_many_requests(wait));
     }
-    let user = queries::user_by_name(&state.pool, &req.username).await.map_err(Problem::internal)?;
+    let user = queries::user_by_name(&state.pool, &req.username).await?;
     let phc = match &user {
-        Some(u) => secrets::password(&state.pool, &u.id).await.map_err(Problem::internal)?,
+        Some(u) => secrets::password(&state.pool, &u.id).await?,
         None => None,
     };
     let ok = state.hasher.verify(req.password, phc).await.map_err(Problem::internal)?;
@@ -60,6 +60,9 @@ pub async fn login(
         user_agent: client.user_agent,
     };
     state.commit(user_id.as_str(), created, Expected::NoStream).await?;
+    // The accounts projection may show a new user before this replica's authorizer does (it
+    // follows the permissions projection): a session answered now must authenticate here next.
+    state.authorizer.wait_for(user.seq as u64, edd_kit::commit::SETTLE_TIMEOUT).await?;
     let key = state.signer().await?;
     let token = key.sign(&jwt::Claims {
         iss: jwt::ISSUER.into(),
@@ -94,8 +97,7 @@ pub async fn logout(State(state): State<AppState>, principal: Principal) -> Resu
 
 pub async fn whoami(State(state): State<AppState>, principal: Principal) -> Result<Json<serde_json::Value>, Problem> {
     let user = queries::user_by_id(&state.pool, principal.user_id.as_str())
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .ok_or_else(|| Problem::unauthorized("the account behind this token no longer exists"))?;
     let expires_at = principal
         .expires_at

@@ -1,10 +1,8 @@
 //! The signed-in user's own account: profile, password, sessions.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use edd_events::{catalog::auth::UserUpdated, Expected, Token};
+use edd_kit::Path;
 use edd_kit::{auth::Principal, Json, Problem};
 use serde::Deserialize;
 use serde_json::json;
@@ -13,8 +11,7 @@ use crate::{domain, queries, secrets, state::AppState};
 
 async fn me(state: &AppState, principal: &Principal) -> Result<queries::User, Problem> {
     queries::user_by_id(&state.pool, principal.user_id.as_str())
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .ok_or_else(|| Problem::unauthorized("the account behind this token no longer exists"))
 }
 
@@ -60,7 +57,7 @@ pub async fn password(
     let user = me(&state, &principal).await?;
     let key = user.username.to_lowercase();
     state.user_limit.check(&key).map_err(Problem::too_many_requests)?;
-    let phc = secrets::password(&state.pool, &user.id).await.map_err(Problem::internal)?;
+    let phc = secrets::password(&state.pool, &user.id).await?;
     if !state.hasher.verify(req.current_password, phc).await.map_err(Problem::internal)? {
         state.user_limit.record(&key);
         return Err(Problem::forbidden("the current password is wrong").with_extension("field", "current_password"));
@@ -69,7 +66,7 @@ pub async fn password(
     // still works and nobody kept a session the user meant to end.
     domain::revoke_sessions(&state, &user.id, &user.id, Some(session_id.as_str())).await?;
     let phc = state.hasher.hash(req.new_password).await.map_err(Problem::internal)?;
-    secrets::set_password(&state.pool, &user.id, &phc).await.map_err(Problem::internal)?;
+    secrets::set_password(&state.pool, &user.id, &phc).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

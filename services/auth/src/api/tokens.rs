@@ -1,17 +1,12 @@
-//! Personal API tokens, and issuing tokens in general (service-account tokens use [`issue`] too).
+//! Personal API tokens (issued by [`domain::issue_token`], like service-account tokens).
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use edd_events::{
-    catalog::auth::{ScopeMap, TokenCreated, TokenRevoked},
+    catalog::auth::{ScopeMap, TokenRevoked},
     Expected, Token,
 };
-use edd_kit::{
-    auth::{api_token, Principal},
-    Json, Problem,
-};
+use edd_kit::Path;
+use edd_kit::{auth::Principal, Json, Problem};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -24,41 +19,11 @@ pub struct CreateToken {
     expires_in: Option<String>,
 }
 
-/// Issues a token for `owner` and answers with its secret, shown this once.
-pub async fn issue(
-    state: &AppState,
-    owner: &Token,
-    name: String,
-    scopes: Option<ScopeMap>,
-    service_account_id: Option<Token>,
-    expires_in: Option<&str>,
-) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
-    domain::check_name("name", &name)?;
-    let expires_at = domain::expiry(expires_in)?;
-    let (tokens, _) = queries::counts(&state.pool, owner.as_str()).await.map_err(Problem::internal)?;
-    if tokens >= domain::MAX_TOKENS {
-        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY)
-            .with_detail(format!("at most {} live tokens per user; revoke some first", domain::MAX_TOKENS)));
-    }
-    let secret = api_token::generate().map_err(|_| Problem::internal("no randomness for a token"))?;
-    let token_id = Token::random();
-    let created = TokenCreated {
-        token_id: token_id.clone(),
-        owner: owner.clone(),
-        name,
-        sha256: api_token::sha256_hex(&secret),
-        scopes,
-        service_account_id,
-        expires_at,
-    };
-    state.commit(owner.as_str(), created, Expected::NoStream).await?;
-    let info = queries::token_of(&state.pool, owner.as_str(), token_id.as_str())
-        .await
-        .map_err(Problem::internal)?
-        .ok_or_else(|| Problem::internal("created token is not in the projection"))?;
-    let mut body = json!(info);
-    body["token"] = json!(secret);
-    Ok((StatusCode::CREATED, Json(body)))
+/// The `201` answer to issuing a token: its details and its secret, shown this once.
+pub fn issued(token: domain::IssuedToken) -> (StatusCode, Json<serde_json::Value>) {
+    let mut body = json!(token.info);
+    body["token"] = json!(token.secret);
+    (StatusCode::CREATED, Json(body))
 }
 
 pub async fn create(
@@ -68,7 +33,10 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
     principal.require_session()?;
     domain::check_scopes(&req.scopes, &principal.user_id)?;
-    issue(&state, &principal.user_id, req.name, Some(req.scopes), None, req.expires_in.as_deref()).await
+    let token =
+        domain::issue_token(&state, &principal.user_id, req.name, Some(req.scopes), None, req.expires_in.as_deref())
+            .await?;
+    Ok(issued(token))
 }
 
 pub async fn list(
@@ -76,7 +44,7 @@ pub async fn list(
     principal: Principal,
 ) -> Result<Json<Vec<queries::TokenInfo>>, Problem> {
     principal.require_session()?;
-    Ok(Json(queries::tokens_of(&state.pool, principal.user_id.as_str(), None).await.map_err(Problem::internal)?))
+    Ok(Json(queries::tokens_of(&state.pool, principal.user_id.as_str(), None).await?))
 }
 
 pub async fn revoke(
@@ -86,8 +54,7 @@ pub async fn revoke(
 ) -> Result<StatusCode, Problem> {
     principal.require_session()?;
     let token = queries::token_of(&state.pool, principal.user_id.as_str(), &id)
-        .await
-        .map_err(Problem::internal)?
+        .await?
         .ok_or_else(|| Problem::not_found("no such token"))?;
     if token.revoked {
         return Ok(StatusCode::NO_CONTENT);

@@ -168,11 +168,15 @@ impl Authorizer {
         true
     }
 
-    /// Waits until memory holds the projection's state at stream sequence `seq` (or later): after
-    /// this, a credential created by that event authenticates here.
-    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
-        let mut rx = self.inner.loaded.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= seq)).await.is_ok_and(|r| r.is_ok())
+    /// Where memory stands: once it has reached an event's sequence, a credential created by that
+    /// event authenticates here. What [`crate::Committer::follow_authorizer`] waits on.
+    pub fn watermark(&self) -> edd_projections::Watermark {
+        edd_projections::Watermark::new("permissions (in memory)", self.inner.loaded.subscribe())
+    }
+
+    /// Waits until memory holds the projection's state at stream sequence `seq` (or later).
+    pub async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), edd_projections::WaitError> {
+        self.watermark().wait_for(seq, timeout).await
     }
 
     /// The public keys currently accepted, as a JWK set (`/.well-known/jwks.json`).

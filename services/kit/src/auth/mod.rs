@@ -20,7 +20,7 @@ pub mod scope;
 use std::{future::Future, sync::Arc};
 
 use async_nats::jetstream;
-use edd_projections::{Handle, Runner, RunnerConfig};
+use edd_projections::{Handle, RunnerConfig};
 use sqlx::PgPool;
 
 pub use authorizer::{AuthError, Authorizer};
@@ -35,11 +35,6 @@ pub fn start(
     config: RunnerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (Authorizer, Handle) {
-    let (runner, handle) = Runner::new(pool.clone(), js.clone(), Arc::new(projection), config);
-    tokio::spawn(async move {
-        if let Err(e) = runner.run(shutdown).await {
-            tracing::error!(error = %e, "permissions projection stopped");
-        }
-    });
+    let handle = edd_projections::spawn(pool.clone(), js.clone(), Arc::new(projection), config, shutdown);
     (Authorizer::follow(pool, js, projection, handle.clone()), handle)
 }

@@ -2,19 +2,14 @@
 
 use axum::{
     body::Body,
-    extract::{Multipart, Path, Query, State},
+    extract::{Multipart, State},
     http::{header, HeaderMap, StatusCode},
     response::Response,
 };
-use edd_events::{
-    catalog::storage::{file_key, FileDeleted, FileUploaded},
-    Envelope, Expected, Token,
-};
 use edd_kit::{
     auth::{MaybePrincipal, Principal},
-    Json, Problem,
+    Json, Path, Problem, Query,
 };
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -23,11 +18,9 @@ use super::{
     FileView,
 };
 use crate::{
-    names::{check_path, content_type},
-    progress::{check_id, Tracker},
-    projection::SCHEMA,
-    state::{after, file_from_row, AppState, Namespace, FILE_COLUMNS},
-    transfer::{self, insufficient_storage, Limits},
+    commands::{self, Upload},
+    queries::Namespace,
+    state::AppState,
 };
 
 /// `?namespace=&prefix=&after=&limit=` of a file listing (the owner's, or an administrator's).
@@ -62,6 +55,7 @@ pub async fn list(
     Ok(Json(page(&state, &ns, q.prefix.as_deref().unwrap_or(""), q.after.as_deref(), limit).await?))
 }
 
+/// One page of `ns`'s files under `prefix`, after `after`, as views.
 pub async fn page(
     state: &AppState,
     ns: &Namespace,
@@ -69,25 +63,8 @@ pub async fn page(
     after: Option<&str>,
     limit: i64,
 ) -> Result<FilePage, Problem> {
-    // `starts_with` rather than LIKE, so `%` and `_` in a prefix mean themselves.
-    let rows = sqlx::query(&format!(
-        "SELECT {FILE_COLUMNS} FROM {SCHEMA}.files
-         WHERE ns_id = $1 AND NOT deleted AND starts_with(path, $2) AND path > $3
-         ORDER BY path LIMIT $4"
-    ))
-    .bind(ns.ns_id.as_str())
-    .bind(prefix)
-    .bind(after.unwrap_or(""))
-    .bind(limit + 1)
-    .fetch_all(&state.pool)
-    .await
-    .map_err(Problem::internal)?;
-    let mut files = rows.iter().map(file_from_row).collect::<Result<Vec<_>, _>>()?;
-    let next = (files.len() as i64 > limit).then(|| {
-        files.truncate(limit as usize);
-        files.last().map(|f| f.path.clone())
-    });
-    Ok(FilePage { files: files.iter().map(|f| FileView::new(&ns.name, f)).collect(), next: next.flatten() })
+    let (files, next) = state.files_page(ns, prefix, after, limit).await?;
+    Ok(FilePage { files: files.iter().map(|f| FileView::new(&ns.name, f)).collect(), next })
 }
 
 #[derive(Deserialize, Default)]
@@ -99,17 +76,6 @@ pub struct UploadQuery {
     progress: Option<String>,
 }
 
-/// What an upload is, before its bytes arrive.
-struct UploadRequest<'a> {
-    principal: &'a Principal,
-    namespace: &'a str,
-    path: String,
-    declared_type: Option<String>,
-    declared_len: Option<u64>,
-    overwrite: bool,
-    progress: Option<&'a str>,
-}
-
 /// `POST /storage/{namespace}/{path…}`: the body is the file.
 pub async fn upload_raw(
     State(state): State<AppState>,
@@ -119,7 +85,7 @@ pub async fn upload_raw(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, HeaderMap, Json<FileView>), Problem> {
-    let request = UploadRequest {
+    let request = Upload {
         principal: &principal,
         namespace: &namespace,
         path,
@@ -128,8 +94,8 @@ pub async fn upload_raw(
         overwrite: q.overwrite,
         progress: q.progress.as_deref(),
     };
-    let (created, view) = store(&state, request, body.into_data_stream()).await?;
-    Ok(created_response(created, view))
+    let done = commands::upload(&state, request, body.into_data_stream()).await?;
+    Ok(created_response(done.created, FileView::new(&done.namespace, &done.file)))
 }
 
 fn created_response(created: bool, view: FileView) -> (StatusCode, HeaderMap, Json<FileView>) {
@@ -174,7 +140,7 @@ pub async fn upload_multipart(
             Some(dir) => format!("{dir}/{name}"),
             None => name,
         };
-        let request = UploadRequest {
+        let request = Upload {
             principal: &principal,
             namespace: &q.namespace,
             path,
@@ -183,8 +149,8 @@ pub async fn upload_multipart(
             overwrite: q.overwrite,
             progress: q.progress.as_deref(),
         };
-        let (created, view) = match store(&state, request, field).await {
-            Ok(done) => done,
+        let (created, view) = match commands::upload(&state, request, field).await {
+            Ok(done) => (done.created, FileView::new(&done.namespace, &done.file)),
             // Parts before this one are stored: say which, so a retry can skip them.
             Err(problem) => {
                 let paths: Vec<String> = stored.iter().map(|v: &FileView| v.path.clone()).collect();
@@ -198,126 +164,6 @@ pub async fn upload_multipart(
         return Err(Problem::bad_request("the multipart body has no file part (a part with a filename)"));
     }
     Ok((if any_created { StatusCode::CREATED } else { StatusCode::OK }, Json(stored)))
-}
-
-/// Stores one upload: checks, streams the bytes to a new blob, records the file, retires the blob
-/// it replaces. Returns whether the file is new.
-async fn store<S, E>(state: &AppState, req: UploadRequest<'_>, body: S) -> Result<(bool, FileView), Problem>
-where
-    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    check_path(&req.path)?;
-    let ns = state.namespace(req.namespace).await?;
-    require_files(req.principal, &ns, "create")?;
-    let _slot =
-        state.uploads.try_start(&req.principal.user_id, state.config.max_uploads_per_user, state.config.max_uploads)?;
-    let existing = state.file_record(&ns, &req.path).await?;
-    let live = existing.as_ref().filter(|f| !f.deleted);
-    if live.is_some() && !req.overwrite {
-        return Err(Problem::conflict(format!(
-            "{} already exists in {}; pass overwrite=true to replace it",
-            req.path, ns.name
-        )));
-    }
-    if live.is_some() {
-        // Replacing destroys the old content: it takes the right to delete as well.
-        require_files(req.principal, &ns, "delete")?;
-    }
-
-    let (used, _) = state.usage(&ns.owner).await?;
-    let used = used.saturating_sub(live.map_or(0, |f| f.size));
-    let quota = state.config.quota_bytes;
-    let limits = Limits {
-        max_upload: state.config.max_upload_bytes,
-        quota_room: quota.saturating_sub(used),
-        quota,
-        idle: state.config.idle_timeout(),
-        deadline: tokio::time::Instant::now() + state.config.upload_deadline(),
-    };
-    if let Some(len) = req.declared_len {
-        limits.check_declared(len)?;
-    } else if limits.quota_room == 0 {
-        return Err(insufficient_storage(format!("your {quota}-byte quota is used up")));
-    }
-
-    let mut tracker = match req.progress {
-        Some(id) => {
-            check_id(id)?;
-            state.progress.start(&req.principal.user_id, id, req.declared_len)
-        }
-        None => Tracker::none(),
-    };
-    let stored = match transfer::upload(state, &ns, body, limits, &mut tracker).await {
-        Ok(stored) => stored,
-        Err(problem) => {
-            tracker.finish(Some(problem.detail.clone().unwrap_or_else(|| problem.title.clone())));
-            return Err(problem);
-        }
-    };
-    // Uploads that finished while this one ran count now: checked again just before recording, one
-    // finished upload of the owner at a time, so concurrent uploads cannot together pass the quota
-    // (on one replica; across replicas, only ones finishing in the same instant could).
-    let _commit = state.uploads.commit_lock(&ns.owner).await;
-    let (used_now, _) = state.usage(&ns.owner).await?;
-    let room_now = quota.saturating_sub(used_now.saturating_sub(live.map_or(0, |f| f.size)));
-    if stored.size > room_now {
-        state.delete_blob(&stored.blob).await;
-        let problem = insufficient_storage(format!(
-            "the upload is {} bytes and {room_now} bytes of your {quota}-byte quota are left after the \
-             uploads that finished meanwhile",
-            stored.size
-        ))
-        .with_extension("quota_bytes", quota)
-        .with_extension("available_bytes", room_now);
-        tracker.finish(problem.detail.clone());
-        return Err(problem);
-    }
-
-    let uploaded = FileUploaded {
-        ns_id: ns.ns_id.clone(),
-        file_key: Token::new(file_key(&req.path)).map_err(Problem::internal)?,
-        namespace: ns.name.clone(),
-        path: req.path.clone(),
-        owner: ns.owner.clone(),
-        blob: stored.blob.clone(),
-        blob_id: stored.blob_id.clone(),
-        size: stored.size,
-        sha256: stored.sha256.clone(),
-        content_type: content_type(req.declared_type.as_deref(), &req.path),
-    };
-    // Only over what was checked: a file created or replaced meanwhile is a conflict, so the checks
-    // above (the delete right, the quota credit) hold for what is actually replaced.
-    let expected = after(existing.as_ref().map(|f| f.seq));
-    let envelope = Envelope::new("storage", uploaded).actor(req.principal.user_id.as_str());
-    let seq = match state.store.append_one(&envelope, expected).await {
-        Ok(seq) => seq,
-        Err(e) => {
-            state.delete_blob(&stored.blob).await;
-            let problem = Problem::from(e);
-            tracker.finish(Some(problem.detail.clone().unwrap_or_default()));
-            return Err(if problem.status == StatusCode::CONFLICT {
-                Problem::conflict(format!("{} was changed by another upload at the same time; retry", req.path))
-            } else {
-                problem
-            });
-        }
-    };
-    tracker.finish(None);
-    if let Some(old) = live {
-        state.delete_blob(&old.blob).await;
-    }
-    state.settle(seq).await?;
-    let file = state.file(&ns, &req.path).await?;
-    state
-        .notify(
-            &ns.owner,
-            "File uploaded",
-            format!("{} ({} bytes) was uploaded to {}.", req.path, stored.size, ns.name),
-            &ns.name,
-        )
-        .await;
-    Ok((live.is_none(), FileView::new(&ns.name, &file)))
 }
 
 #[derive(Deserialize, Default)]
@@ -377,20 +223,6 @@ pub async fn remove(
     principal: Principal,
     Path((namespace, path)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    let ns = state.namespace(&namespace).await?;
-    require_files(&principal, &ns, "delete")?;
-    let file = state.file(&ns, &path).await?;
-    let deleted = FileDeleted {
-        ns_id: ns.ns_id.clone(),
-        file_key: Token::new(file_key(&path)).map_err(Problem::internal)?,
-        namespace: ns.name.clone(),
-        path: path.clone(),
-        owner: ns.owner.clone(),
-        blob: file.blob.clone(),
-        size: file.size,
-    };
-    state.commit(principal.user_id.as_str(), deleted, Expected::Exactly(file.seq)).await?;
-    state.delete_blob(&file.blob).await;
-    state.notify(&ns.owner, "File deleted", format!("{path} was deleted from {}.", ns.name), &ns.name).await;
+    commands::delete_file(&state, &principal, &namespace, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,7 +19,7 @@ use edd_kit::{auth::Principal, Problem};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::state::{AppState, Namespace};
+use crate::{queries::Namespace, state::AppState};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -70,7 +70,7 @@ pub struct FileView {
 }
 
 impl FileView {
-    pub fn new(namespace: &str, file: &crate::state::File) -> Self {
+    pub fn new(namespace: &str, file: &crate::queries::File) -> Self {
         Self {
             namespace: namespace.to_owned(),
             path: file.path.clone(),

@@ -1,22 +1,19 @@
 //! `GET/POST /storage/namespaces`, `GET/PUT/DELETE /storage/namespaces/{name}`.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use edd_events::{
     catalog::storage::{namespace_key, NamespaceCreated, NamespaceDeleted, NamespaceUpdated, Visibility},
     Expected, Token,
 };
+use edd_kit::Path;
 use edd_kit::{auth::Principal, Json, Problem};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::{
     names::check_namespace,
-    projection::SCHEMA,
-    state::{after, AppState, Namespace},
+    queries::Namespace,
+    state::{after, AppState},
 };
 
 #[derive(Serialize)]
@@ -30,21 +27,8 @@ pub struct NamespaceView {
 }
 
 async fn view(state: &AppState, ns: &Namespace) -> Result<NamespaceView, Problem> {
-    let row = sqlx::query(&format!(
-        "SELECT count(*) AS files, coalesce(sum(size), 0)::bigint AS bytes FROM {SCHEMA}.files
-         WHERE ns_id = $1 AND NOT deleted"
-    ))
-    .bind(ns.ns_id.as_str())
-    .fetch_one(&state.pool)
-    .await
-    .map_err(Problem::internal)?;
-    Ok(NamespaceView {
-        name: ns.name.clone(),
-        visibility: ns.visibility,
-        created_at: ns.created_at,
-        files: row.try_get::<i64, _>("files").map_err(Problem::internal)? as u64,
-        bytes: row.try_get::<i64, _>("bytes").map_err(Problem::internal)? as u64,
-    })
+    let (files, bytes) = state.namespace_totals(ns).await?;
+    Ok(NamespaceView { name: ns.name.clone(), visibility: ns.visibility, created_at: ns.created_at, files, bytes })
 }
 
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<NamespaceView>>, Problem> {

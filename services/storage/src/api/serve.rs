@@ -15,7 +15,8 @@ use crate::{
     http::{byteranges_framing, content_disposition, http_date, none_match, parse_http_date, parse_range, RangeAnswer},
     names::file_name,
     progress::{check_id, Tracker},
-    state::{AppState, File},
+    queries::File,
+    state::AppState,
     transfer,
 };
 

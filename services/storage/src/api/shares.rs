@@ -6,7 +6,7 @@
 //! distribute or rotate. The key travels in the query string, which the gateway never logs.
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::State,
     http::{header, HeaderMap, StatusCode},
     response::Response,
 };
@@ -16,16 +16,16 @@ use edd_events::{
     Expected, Token,
 };
 use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{Path, Query};
 use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use time::{Duration, OffsetDateTime};
 
 use super::{
     require_files,
     serve::{file_response, Disposition, Reader},
 };
-use crate::{names::check_path, projection::SCHEMA, state::AppState, transfer::hex};
+use crate::{names::check_path, queries::ShareInfo, state::AppState, transfer::hex};
 
 /// A share link's lifetime when the request names none.
 const DEFAULT_SHARE_SECS: u64 = 24 * 3600;
@@ -83,83 +83,22 @@ pub async fn create(
         expires_at,
     };
     state.commit(principal.user_id.as_str(), created, Expected::NoStream).await?;
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
-    let url = format!("{scheme}://{host}/storage/shared/{share_id}?key={key}");
+    let base = match &state.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            let scheme = headers.get("x-forwarded-proto").and_then(|h| h.to_str().ok()).unwrap_or("http");
+            format!("{scheme}://{host}")
+        }
+    };
+    let url = format!("{base}/storage/shared/{share_id}?key={key}");
     Ok((StatusCode::CREATED, Json(Created { id: share_id.to_string(), url, expires_at })))
 }
 
-#[derive(Serialize)]
-pub struct ShareView {
-    id: String,
-    namespace: String,
-    path: String,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
-    revoked: bool,
-}
-
 /// The caller's links, newest first (the keys are not kept, so not shown).
-pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<ShareView>>, Problem> {
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<ShareInfo>>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
-    let rows = sqlx::query(&format!(
-        "SELECT share_id, namespace, path, created_at, expires_at, revoked FROM {SCHEMA}.shares
-         WHERE owner = $1 ORDER BY created_at DESC LIMIT 1000"
-    ))
-    .bind(principal.user_id.as_str())
-    .fetch_all(&state.pool)
-    .await
-    .map_err(Problem::internal)?;
-    rows.iter()
-        .map(|row| {
-            Ok(ShareView {
-                id: row.try_get("share_id")?,
-                namespace: row.try_get("namespace")?,
-                path: row.try_get("path")?,
-                created_at: row.try_get("created_at")?,
-                expires_at: row.try_get("expires_at")?,
-                revoked: row.try_get("revoked")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
-        .map(Json)
-        .map_err(Problem::internal)
-}
-
-struct Share {
-    ns_id: String,
-    namespace: String,
-    path: String,
-    owner: String,
-    key_sha256: String,
-    expires_at: OffsetDateTime,
-    revoked: bool,
-    seq: u64,
-}
-
-async fn share(state: &AppState, id: &str) -> Result<Option<Share>, Problem> {
-    let row = sqlx::query(&format!(
-        "SELECT ns_id, namespace, path, owner, key_sha256, expires_at, revoked, seq FROM {SCHEMA}.shares
-         WHERE share_id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await
-    .map_err(Problem::internal)?;
-    let Some(row) = row else { return Ok(None) };
-    let get = |e: sqlx::Error| Problem::internal(e);
-    Ok(Some(Share {
-        ns_id: row.try_get("ns_id").map_err(get)?,
-        namespace: row.try_get("namespace").map_err(get)?,
-        path: row.try_get("path").map_err(get)?,
-        owner: row.try_get("owner").map_err(get)?,
-        key_sha256: row.try_get("key_sha256").map_err(get)?,
-        expires_at: row.try_get("expires_at").map_err(get)?,
-        revoked: row.try_get("revoked").map_err(get)?,
-        seq: row.try_get::<i64, _>("seq").map_err(get)? as u64,
-    }))
+    Ok(Json(state.shares_of(&principal.user_id).await?))
 }
 
 pub async fn revoke(
@@ -167,7 +106,7 @@ pub async fn revoke(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let share = share(&state, &id).await?.ok_or_else(|| Problem::not_found("no such share link"))?;
+    let share = state.share(&id).await?.ok_or_else(|| Problem::not_found("no such share link"))?;
     let owner = Token::new(share.owner.clone()).map_err(Problem::internal)?;
     principal.require("storage", &owner, Some("files"), Some(&share.namespace), "delete")?;
     if !share.revoked {
@@ -197,7 +136,7 @@ pub async fn fetch(
     if q.key.is_empty() || q.key.len() > 64 {
         return Err(unknown());
     }
-    let share = share(&state, &id).await?.ok_or_else(unknown)?;
+    let share = state.share(&id).await?.ok_or_else(unknown)?;
     if sha256_hex(q.key.as_bytes()) != share.key_sha256 {
         return Err(unknown());
     }

@@ -4,17 +4,15 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{Query, State},
+    extract::State,
     response::sse::{Event, KeepAlive, Sse},
 };
+use edd_kit::Query;
 use edd_kit::{auth::Principal, Json, Problem};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    progress::check_id,
-    state::{gfs_problem, AppState},
-};
+use crate::{progress::check_id, state::AppState};
 
 #[derive(Serialize)]
 pub struct Status {
@@ -33,7 +31,7 @@ pub struct Status {
 
 pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Status>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
-    let s = state.gfs.status().await.map_err(gfs_problem)?;
+    let s = state.gfs.status().await?;
     let live = s.chunkservers.iter().filter(|c| c.alive).count();
     Ok(Json(Status {
         healthy: s.active && s.missing == 0 && live > 0,
