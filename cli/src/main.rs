@@ -22,8 +22,30 @@ struct Cli {
     common: edd_kit::CommonArgs,
     #[command(flatten)]
     auth: client::AuthArgs,
+    /// Show the log lines of the libraries a command uses (NATS connection notices and the like);
+    /// without it, a command that is not a server logs only warnings and errors.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Whether the command runs a component in the foreground (its logs are its output).
+    fn is_server(&self) -> bool {
+        use commands::gfs::GfsCommand;
+        matches!(self.command, Command::Up(_) | Command::Serve(_))
+            || matches!(self.command, Command::Gfs(GfsCommand::Master(_) | GfsCommand::Chunkserver(_)))
+    }
+
+    /// The log filter: as given, except that a user command at the default level stays quiet.
+    fn log_filter(&self) -> &str {
+        if !self.is_server() && !self.verbose && self.common.log_level == edd_kit::config::DEFAULT_LOG_LEVEL {
+            "warn"
+        } else {
+            &self.common.log_level
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -63,7 +85,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    edd_kit::telemetry::init(cli.common.log_format, &cli.common.log_level);
+    edd_kit::telemetry::init(cli.common.log_format, cli.log_filter());
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

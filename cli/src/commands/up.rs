@@ -103,10 +103,17 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     }));
     println!("==> auth {auth_url}  (edd login --auth-url {auth_url})");
 
+    let mut storage_config = args.storage;
+    if storage_config.public_url.is_none() {
+        // Share links name the gateway's storage host, not this process's own port.
+        let gateway = &args.gateway;
+        storage_config.public_url =
+            Some(format!("http://storage.{}:{}", gateway.base_domain, gateway.listen_addr.port()));
+    }
     let storage_url = start_storage(
         &args.home,
         &pools,
-        (args.storage_addr, args.storage, &args.gfs_master_addr),
+        (args.storage_addr, storage_config, &args.gfs_master_addr),
         &js,
         &shutdown,
         &mut services,

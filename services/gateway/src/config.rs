@@ -38,7 +38,7 @@ pub struct GatewayConfig {
     #[arg(long, env = "EDD_GATEWAY_TLS_DEV_DIR", default_value = ".edd/tls")]
     pub tls_dev_dir: PathBuf,
     /// How often certificate files are checked for changes.
-    #[arg(long, env = "EDD_GATEWAY_TLS_RELOAD_SECS", default_value_t = 2)]
+    #[arg(long, env = "EDD_GATEWAY_TLS_RELOAD_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 2)]
     pub tls_reload_secs: u64,
     /// Answer plain HTTP with a redirect to HTTPS.
     #[arg(long, env = "EDD_GATEWAY_REDIRECT_HTTPS")]
@@ -55,16 +55,23 @@ pub struct GatewayConfig {
     #[arg(long, env = "EDD_GATEWAY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
     /// Largest request body on routes that set none (413 beyond it).
-    #[arg(long, env = "EDD_GATEWAY_MAX_BODY_BYTES", default_value_t = 1 << 30)]
+    #[arg(long, env = "EDD_GATEWAY_MAX_BODY_BYTES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1 << 30)]
     pub max_body_bytes: u64,
+    /// Largest upload through the storage host (files are streamed, never held in memory); keep it
+    /// at or above the storage service's own largest upload.
+    #[arg(long, env = "EDD_GATEWAY_STORAGE_MAX_BODY_BYTES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 64 << 30)]
+    pub storage_max_body_bytes: u64,
+    /// Largest request body through the registry host (one image layer).
+    #[arg(long, env = "EDD_GATEWAY_REGISTRY_MAX_BODY_BYTES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 16 << 30)]
+    pub registry_max_body_bytes: u64,
     /// Seconds a client has to send its request head or finish its TLS handshake.
-    #[arg(long, env = "EDD_GATEWAY_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "EDD_GATEWAY_HEADER_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
     pub header_timeout_secs: u64,
     /// Seconds a connection may move no byte before it is closed.
-    #[arg(long, env = "EDD_GATEWAY_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "EDD_GATEWAY_IDLE_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 300)]
     pub idle_timeout_secs: u64,
     /// Seconds to wait for an upstream's response head (504 after).
-    #[arg(long, env = "EDD_GATEWAY_UPSTREAM_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "EDD_GATEWAY_UPSTREAM_TIMEOUT_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
     pub upstream_timeout_secs: u64,
     /// Open connections one client address may hold (0: no limit).
     #[arg(long, env = "EDD_GATEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
@@ -138,6 +145,8 @@ impl Default for GatewayConfig {
             upstreams: Upstreams::default(),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 1 << 30,
+            storage_max_body_bytes: 64 << 30,
+            registry_max_body_bytes: 16 << 30,
             header_timeout_secs: 10,
             idle_timeout_secs: 300,
             upstream_timeout_secs: 60,
