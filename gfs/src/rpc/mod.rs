@@ -3,7 +3,7 @@
 //!
 //! Written against tonic's runtime API the way generated code uses it (prost messages, tonic's
 //! `Grpc` codec machinery) over cleartext HTTP/2 served by hyper, so the build needs neither `protoc`
-//! nor a build script. One table, [`master_methods!`], names every method once: it generates the
+//! nor a build script. One table, `master_methods!`, names every method once: it generates the
 //! [`MasterApi`] trait a master implements, the server's dispatch and [`MasterClient`]'s methods, so
 //! the three cannot drift apart.
 //!
