@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use sqlx::PgConnection;
 
 /// A user as the test events describe it.
+#[allow(clippy::expect_used)] // `u<digits>` is always a valid token
 pub fn user(n: usize, display_name: &str) -> UserCreated {
     UserCreated {
         user_id: Token::new(format!("u{n}")).expect("valid token"),

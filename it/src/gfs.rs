@@ -4,14 +4,11 @@
 //! restarted (with the same data and port) one by one; everything is killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
+use crate::{eventually, Service};
 use anyhow::{bail, Context as _};
 use edd_gfs::client::{GfsClient, GfsConfig};
-use tokio::process::{Child, Command};
-
-use crate::eventually;
 
 pub const CLUSTER_KEY: &str = "it-cluster-key-0123456789abcdef";
 pub const CLIENT_SECRET: &str = "it-client-secret-0123456789abcdef";
@@ -31,23 +28,14 @@ impl Default for Timing {
     }
 }
 
-/// One child process and how to start it again.
-struct Node {
-    name: String,
-    args: Vec<String>,
-    /// A cluster key other than the cluster's (an impostor).
-    cluster_key: Option<Vec<u8>>,
-    child: Option<Child>,
-}
-
 pub struct GfsCluster {
     dir: PathBuf,
     nats_url: String,
     timing: Timing,
     /// Master RPC addresses, in the order of `masters`.
     pub master_addrs: Vec<String>,
-    masters: Vec<Node>,
-    chunkservers: Vec<Node>,
+    masters: Vec<Service>,
+    chunkservers: Vec<Service>,
     /// Chunkserver data plane addresses.
     pub chunkserver_addrs: Vec<String>,
 }
@@ -94,12 +82,11 @@ impl GfsCluster {
             cluster.master_addrs.push(format!("127.0.0.1:{}", free_port()?));
             let addr = cluster.master_addrs[n].clone();
             let name = format!("master-{}", n + 1);
-            let args = vec!["gfs", "master", "--listen", &addr, "--advertise", &addr, "--id", &name]
+            let args: Vec<String> = ["gfs", "master", "--listen", &addr, "--advertise", &addr, "--id", &name]
                 .into_iter()
                 .map(String::from)
                 .collect();
-            let mut node = Node { name, args, cluster_key: None, child: None };
-            cluster.spawn(&mut node)?;
+            let node = cluster.spawn(&name, &addr, &args, None)?;
             cluster.masters.push(node);
             if n == 0 {
                 // The first master wins the election before any standby exists.
@@ -143,38 +130,27 @@ impl GfsCluster {
             "--masters".to_owned(),
             self.master_addrs.join(","),
         ];
-        let mut node = Node { name: format!("chunkserver-{}", n + 1), args, cluster_key, child: None };
-        self.spawn(&mut node)?;
+        let node = self.spawn(&format!("chunkserver-{}", n + 1), &addr, &args, cluster_key.as_deref())?;
         self.chunkservers.push(node);
         self.chunkserver_addrs.push(addr);
         Ok(n)
     }
 
-    fn spawn(&self, node: &mut Node) -> anyhow::Result<()> {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{}.log", node.name)))?;
-        let child = Command::new(edd_binary()?)
+    /// Starts `edd <args>` as node `name` listening at `addr`, its output in `<name>.log`.
+    fn spawn(&self, name: &str, addr: &str, args: &[String], cluster_key: Option<&[u8]>) -> anyhow::Result<Service> {
+        let mut command = std::process::Command::new(edd_binary()?);
+        command
             .args(["--log-format", "pretty", "--log-level", "info"])
-            .args(&node.args)
+            .args(args)
             .env("EDD_NATS_URL", &self.nats_url)
             .env("EDD_HOME", &self.dir)
-            .env(
-                "EDD_GFS_CLUSTER_KEY",
-                node.cluster_key.as_deref().unwrap_or(CLUSTER_KEY.as_bytes()).escape_ascii().to_string(),
-            )
+            .env("EDD_GFS_CLUSTER_KEY", cluster_key.unwrap_or(CLUSTER_KEY.as_bytes()).escape_ascii().to_string())
             .env("EDD_GFS_CLIENT_SECRET", CLIENT_SECRET)
             .env("EDD_GFS_LEASE_TTL_SECS", self.timing.lease_ttl_secs.to_string())
             .env("EDD_GFS_CHUNKSERVER_TIMEOUT_SECS", self.timing.chunkserver_timeout_secs.to_string())
             .env("EDD_GFS_ORPHAN_GRACE_SECS", self.timing.orphan_grace_secs.to_string())
-            .env("EDD_GFS_CHUNK_LEASE_SECS", self.timing.chunk_lease_secs.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", node.name))?;
-        node.child = Some(child);
-        Ok(())
+            .env("EDD_GFS_CHUNK_LEASE_SECS", self.timing.chunk_lease_secs.to_string());
+        Service::process(name, format!("http://{addr}"), command, self.dir.join(format!("{name}.log")))
     }
 
     pub fn dir(&self) -> &Path {
@@ -193,29 +169,20 @@ impl GfsCluster {
 
     /// SIGKILLs chunkserver `n`, as a crash would.
     pub async fn kill_chunkserver(&mut self, n: usize) -> anyhow::Result<()> {
-        kill(&mut self.chunkservers[n]).await
+        self.chunkservers[n].kill().await
     }
 
     /// Starts chunkserver `n` again with the same data directory and address.
     pub fn restart_chunkserver(&mut self, n: usize) -> anyhow::Result<()> {
-        let old = &self.chunkservers[n];
-        let mut node =
-            Node { name: old.name.clone(), args: old.args.clone(), cluster_key: old.cluster_key.clone(), child: None };
-        self.spawn(&mut node)?;
-        self.chunkservers[n] = node;
-        Ok(())
+        self.chunkservers[n].respawn()
     }
 
     pub async fn kill_master(&mut self, n: usize) -> anyhow::Result<()> {
-        kill(&mut self.masters[n]).await
+        self.masters[n].kill().await
     }
 
     pub fn restart_master(&mut self, n: usize) -> anyhow::Result<()> {
-        let old = &self.masters[n];
-        let mut node = Node { name: old.name.clone(), args: old.args.clone(), cluster_key: None, child: None };
-        self.spawn(&mut node)?;
-        self.masters[n] = node;
-        Ok(())
+        self.masters[n].respawn()
     }
 
     /// Waits until some master answers as the active one; returns its address.
@@ -253,9 +220,9 @@ impl GfsCluster {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for node in self.masters.iter().chain(&self.chunkservers) {
-            let text = std::fs::read_to_string(self.dir.join(format!("{}.log", node.name))).unwrap_or_default();
+            let text = node.log();
             let tail: Vec<&str> = text.lines().rev().take(30).collect();
-            out.push_str(&format!("--- {} ---\n", node.name));
+            out.push_str(&format!("--- {} ---\n", node.name()));
             for line in tail.into_iter().rev() {
                 out.push_str(line);
                 out.push('\n');
@@ -265,19 +232,10 @@ impl GfsCluster {
     }
 }
 
-async fn kill(node: &mut Node) -> anyhow::Result<()> {
-    if let Some(mut child) = node.child.take() {
-        child.kill().await?;
-    }
-    Ok(())
-}
-
 impl Drop for GfsCluster {
     fn drop(&mut self) {
         for node in self.masters.iter_mut().chain(self.chunkservers.iter_mut()) {
-            if let Some(child) = node.child.as_mut() {
-                let _ = child.start_kill();
-            }
+            node.start_kill();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);

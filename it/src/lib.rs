@@ -20,9 +20,12 @@ pub mod grpc;
 mod nats;
 mod postgres;
 pub mod services;
+pub mod world;
 
 pub use nats::NatsServer;
 pub use postgres::TestDb;
+pub use services::Service;
+pub use world::{assert_problem, World};
 
 use std::time::Duration;
 
@@ -51,9 +54,28 @@ impl TestEnv {
     }
 }
 
-/// Polls `check` until it returns `Some`, or fails after `timeout`. Tests wait on conditions, never on
-/// fixed sleeps.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+/// How often [`eventually`] asks.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `check` every [`POLL`] until it returns `Some`, or fails after `timeout` (with the last error
+/// `check` gave). Tests wait on conditions, never on fixed sleeps; this is the one polling loop of the
+/// harness and the suite.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    eventually_every(POLL, timeout, what, check).await
+}
+
+/// [`eventually`], asking every `interval`; `Duration::ZERO` asks again as soon as the runtime has
+/// run the other tasks (for a test that measures how soon something happens).
+pub async fn eventually_every<T, F, Fut>(
+    interval: Duration,
+    timeout: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -69,6 +91,10 @@ where
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if interval.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(interval).await;
+        }
     }
 }

@@ -64,19 +64,17 @@ impl NatsServer {
         self.child = Some(child);
         self.port = wait_for_port(&ports_dir).await?;
         // The ports file appears before JetStream is ready; wait for a JetStream answer.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(client) = async_nats::connect(self.url()).await {
+        let url = self.url();
+        crate::eventually(
+            Duration::from_secs(20),
+            &format!("nats-server on port {} to be ready", self.port),
+            || async {
+                let client = async_nats::connect(&url).await?;
                 let js = async_nats::jetstream::new(client);
-                if js.query_account().await.is_ok() {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!("nats-server on port {} did not become ready", self.port);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                Ok(js.query_account().await.is_ok().then_some(()))
+            },
+        )
+        .await
     }
 }
 
@@ -90,22 +88,18 @@ impl Drop for NatsServer {
 }
 
 async fn wait_for_port(dir: &Path) -> anyhow::Result<u16> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(entry) = std::fs::read_dir(dir)?.flatten().next() {
+    crate::eventually(
+        Duration::from_secs(10),
+        &format!("nats-server to write a ports file in {}", dir.display()),
+        || async {
+            let Some(entry) = std::fs::read_dir(dir)?.flatten().next() else { return Ok(None) };
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
             let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if let Some(url) = json["nats"][0].as_str() {
-                if let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
-                    return Ok(port);
-                }
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("nats-server wrote no ports file in {}", dir.display());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            let port = json["nats"][0].as_str().and_then(|url| url.rsplit(':').next()).and_then(|p| p.parse().ok());
+            Ok(port)
+        },
+    )
+    .await
 }
 
 /// Finds a nats-server ≥ 2.11 binary.

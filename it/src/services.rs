@@ -1,8 +1,14 @@
-//! Services under test, each on its own ephemeral port against the test's own NATS and databases:
-//! the real auth service, and `probe`, a minimal service built on the kit that guards a `storage`
+//! Services under test, each on its own ephemeral port against the test's own NATS and databases,
+//! each a [`Service`] (in this process, or a child process): the real auth, gateway, storage and
+//! notification services, and `probe`, a minimal service built on the kit that guards a `storage`
 //! resource with the same extractor and checks every real service uses.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use anyhow::{bail, Context as _};
 use axum::{extract::Path, routing::get, Router};
@@ -34,26 +40,200 @@ pub fn test_config() -> AuthConfig {
     }
 }
 
-/// A running service: its URL, and stopping it on drop.
-pub struct Running {
+/// A service under test: in this process (a task serving on its own port) or a child process
+/// (`edd serve …`, `edd gfs …`), with the database it owns if it owns one. Either way it is killed
+/// like a crash ([`kill`](Self::kill)), started again on the same port with the same database and
+/// settings ([`restart`](Self::restart)), and stopped on drop.
+pub struct Service {
     pub url: String,
-    trigger: Option<Trigger>,
-    task: Option<JoinHandle<()>>,
+    name: String,
+    /// Wait this long for `GET /readyz` to answer 200 after every start.
+    ready: Option<Duration>,
+    run: Run,
+    /// Dropped last, once the service is stopped.
+    db: Option<TestDb>,
 }
 
-impl Running {
-    /// Stops it like a crash: the task is aborted mid-whatever.
-    pub fn kill(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+/// Starts an in-process service serving `listener`; it stops when `shutdown` fires.
+type StartTask = Box<dyn FnMut(tokio::net::TcpListener, Shutdown) -> anyhow::Result<JoinHandle<()>> + Send>;
+
+enum Run {
+    Task { start: StartTask, trigger: Option<Trigger>, task: Option<JoinHandle<()>> },
+    Process { command: Box<std::process::Command>, child: Option<tokio::process::Child>, log: PathBuf },
+}
+
+impl Service {
+    /// A service in this process, on an ephemeral port: `start` spawns it on a listener, now and at
+    /// every restart.
+    pub async fn task(
+        name: &str,
+        start: impl FnMut(tokio::net::TcpListener, Shutdown) -> anyhow::Result<JoinHandle<()>> + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let (listener, url) = listen().await?;
+        let mut service = Service {
+            url,
+            name: name.to_owned(),
+            ready: None,
+            run: Run::Task { start: Box::new(start), trigger: None, task: None },
+            db: None,
+        };
+        service.launch_task(listener)?;
+        Ok(service)
+    }
+
+    /// A child process of `command` (its output appended to `log`), listening at `url`. Started now;
+    /// not waited for (see [`ready`](Self::ready)).
+    pub fn process(name: &str, url: String, command: std::process::Command, log: PathBuf) -> anyhow::Result<Self> {
+        let mut service = Service {
+            url,
+            name: name.to_owned(),
+            ready: None,
+            run: Run::Process { command: Box::new(command), child: None, log },
+            db: None,
+        };
+        service.spawn_process()?;
+        Ok(service)
+    }
+
+    /// The service owns `db`: it is dropped with the service and kept across restarts.
+    pub fn owning(mut self, db: TestDb) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    /// Waits (now and after every restart) until `GET /readyz` answers 200, `timeout` at most.
+    pub async fn ready(mut self, timeout: Duration) -> anyhow::Result<Self> {
+        self.ready = Some(timeout);
+        self.wait_ready().await?;
+        Ok(self)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database the service owns.
+    pub fn db(&self) -> &TestDb {
+        self.db.as_ref().unwrap_or_else(|| panic!("{} owns no database", self.name))
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        let authority = self.url.split_once("://").map_or(self.url.as_str(), |(_, rest)| rest);
+        authority.parse().unwrap_or_else(|e| panic!("{}'s address {authority}: {e}", self.name))
+    }
+
+    /// Stops it like a crash: an in-process task is aborted mid-whatever, a process is SIGKILLed (no
+    /// shutdown, no flush, whatever was in flight is cut).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        match &mut self.run {
+            Run::Process { child, .. } => {
+                if let Some(mut child) = child.take() {
+                    child.kill().await?;
+                }
+            }
+            Run::Task { .. } => self.start_kill(),
         }
-        self.trigger.take();
+        Ok(())
+    }
+
+    /// Kills it (if it still runs) and starts it again on the same port, with the same settings and
+    /// database; waits until it is ready when it was waited for at the start.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        match self.run {
+            Run::Task { .. } => {
+                let addr = self.addr();
+                let listener = crate::eventually(Duration::from_secs(10), "the old address to be free", || async {
+                    Ok(tokio::net::TcpListener::bind(addr).await.ok())
+                })
+                .await?;
+                self.launch_task(listener)?;
+            }
+            Run::Process { .. } => self.spawn_process()?,
+        }
+        self.wait_ready().await
+    }
+
+    /// Starts a killed child process again, not waiting for it.
+    pub(crate) fn respawn(&mut self) -> anyhow::Result<()> {
+        match self.run {
+            Run::Process { .. } => self.spawn_process(),
+            Run::Task { .. } => bail!("{} runs in this process: restart() it", self.name),
+        }
+    }
+
+    /// What the process wrote so far (nothing for a service in this process: its logs are the test's).
+    pub fn log(&self) -> String {
+        match &self.run {
+            Run::Process { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            Run::Task { .. } => String::new(),
+        }
+    }
+
+    /// The process's peak resident memory so far (`VmHWM`), in KiB; `None` in this process.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let Run::Process { child, .. } = &self.run else { return None };
+        let pid = child.as_ref()?.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Stops it without waiting for a process to be gone (for a `Drop`).
+    pub(crate) fn start_kill(&mut self) {
+        match &mut self.run {
+            Run::Task { trigger, task, .. } => {
+                if let Some(task) = task.take() {
+                    task.abort();
+                }
+                trigger.take();
+            }
+            Run::Process { child, .. } => {
+                if let Some(child) = child.as_mut() {
+                    let _ = child.start_kill();
+                }
+            }
+        }
+    }
+
+    fn launch_task(&mut self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        let Run::Task { start, trigger, task } = &mut self.run else { bail!("{} is a process", self.name) };
+        let (new_trigger, shutdown) = Shutdown::new();
+        *task = Some(start(listener, shutdown)?);
+        *trigger = Some(new_trigger);
+        Ok(())
+    }
+
+    fn spawn_process(&mut self) -> anyhow::Result<()> {
+        let Run::Process { command, child, log } = &mut self.run else { bail!("{} runs in this process", self.name) };
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut tokio_command =
+            tokio::process::Command::from(std::mem::replace(&mut **command, std::process::Command::new("true")));
+        tokio_command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
+        let spawned = tokio_command.spawn().with_context(|| format!("starting {}", self.name));
+        **command = tokio_command.into_std();
+        *child = Some(spawned?);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let Some(timeout) = self.ready else { return Ok(()) };
+        let api = Api::new(&self.url);
+        crate::eventually(timeout, &format!("{} to be ready", self.name), || async {
+            Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+        })
+        .await
+        .with_context(|| match self.log() {
+            log if log.is_empty() => format!("{} never became ready", self.name),
+            log => format!("{} log:\n{log}", self.name),
+        })
     }
 }
 
-impl Drop for Running {
+impl Drop for Service {
     fn drop(&mut self) {
-        self.kill();
+        self.start_kill();
     }
 }
 
@@ -64,16 +244,17 @@ async fn listen() -> anyhow::Result<(tokio::net::TcpListener, String)> {
 }
 
 /// Starts the auth service on `env`'s NATS and database and waits until the admin can log in.
-pub async fn start_auth(env: &TestEnv, config: AuthConfig) -> anyhow::Result<Running> {
-    let (listener, url) = listen().await?;
-    let (trigger, shutdown) = Shutdown::new();
-    let deps = Deps { js: env.js.clone(), pool: env.db.pool.clone() };
-    let task = tokio::spawn(async move {
-        if let Err(e) = edd_auth::run(config, Some(ADMIN_PASSWORD.into()), deps, listener, shutdown).await {
-            tracing::error!(error = %e, "auth service failed");
-        }
-    });
-    let running = Running { url, trigger: Some(trigger), task: Some(task) };
+pub async fn start_auth(env: &TestEnv, config: AuthConfig) -> anyhow::Result<Service> {
+    let (js, pool) = (env.js.clone(), env.db.pool.clone());
+    let service = Service::task("auth", move |listener, shutdown| {
+        let (config, deps) = (config.clone(), Deps { js: js.clone(), pool: pool.clone() });
+        Ok(tokio::spawn(async move {
+            if let Err(e) = edd_auth::run(config, Some(ADMIN_PASSWORD.into()), deps, listener, shutdown).await {
+                tracing::error!(error = %e, "auth service failed");
+            }
+        }))
+    })
+    .await?;
     // Watch the read model rather than trying to log in, which would spend the login rate limit.
     let pool = env.db.pool.clone();
     eventually(Duration::from_secs(30), "auth to create the first admin", || async {
@@ -86,12 +267,7 @@ pub async fn start_auth(env: &TestEnv, config: AuthConfig) -> anyhow::Result<Run
         Ok(admin.map(drop))
     })
     .await?;
-    let api = Api::new(&running.url);
-    eventually(Duration::from_secs(30), "auth to serve", || async {
-        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
-    })
-    .await?;
-    Ok(running)
+    service.ready(Duration::from_secs(30)).await
 }
 
 #[derive(Clone)]
@@ -141,28 +317,34 @@ pub fn probe_router(authorizer: Authorizer) -> Router {
 
 /// A kit service guarding `storage` resources, with its own database and permissions projection.
 pub struct Probe {
-    pub running: Running,
+    pub running: Service,
     pub authorizer: Authorizer,
-    pub db: TestDb,
 }
 
 /// Starts the probe; it answers 503 until its permissions have caught up (never "allow").
 pub async fn start_probe(env: &TestEnv) -> anyhow::Result<Probe> {
     let db = TestDb::create().await?;
-    let (listener, url) = listen().await?;
-    let (trigger, shutdown) = Shutdown::new();
-    let (authorizer, _) = edd_kit::auth::start(
-        db.pool.clone(),
-        env.js.clone(),
-        PermissionsProjection::new("probe/permissions", Some("storage")),
-        RunnerConfig::default(),
-        shutdown.wait(),
-    );
-    let router = probe_router(authorizer.clone());
-    let task = tokio::spawn(async move {
-        let _ = edd_kit::shutdown::serve(listener, router, shutdown.wait()).await;
-    });
-    Ok(Probe { running: Running { url, trigger: Some(trigger), task: Some(task) }, authorizer, db })
+    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let started = Arc::new(Mutex::new(None));
+    let authorizer = started.clone();
+    let running = Service::task("probe", move |listener, shutdown| {
+        let (authorizer_now, _) = edd_kit::auth::start(
+            pool.clone(),
+            js.clone(),
+            PermissionsProjection::new("probe/permissions", Some("storage")),
+            RunnerConfig::default(),
+            shutdown.wait(),
+        );
+        let router = probe_router(authorizer_now.clone());
+        *authorizer.lock().unwrap_or_else(|e| e.into_inner()) = Some(authorizer_now);
+        Ok(tokio::spawn(async move {
+            let _ = edd_kit::shutdown::serve(listener, router, shutdown.wait()).await;
+        }))
+    })
+    .await?
+    .owning(db);
+    let authorizer = started.lock().unwrap_or_else(|e| e.into_inner()).take().context("the probe's authorizer")?;
+    Ok(Probe { running, authorizer })
 }
 
 /// A small JSON client for the services' HTTP APIs.
@@ -278,65 +460,60 @@ pub async fn notifications(env: &TestEnv, user_id: &str) -> anyhow::Result<Vec<S
     Ok(titles)
 }
 
-/// A running gateway and the database it owns.
-pub struct GatewayUnderTest {
-    pub running: Running,
-    pub db: TestDb,
-}
-
 /// Starts the gateway on `env`'s NATS with its own database, routing `auth.localhost` to `auth_url`.
-pub async fn start_gateway(env: &TestEnv, auth_url: &str) -> anyhow::Result<GatewayUnderTest> {
+pub async fn start_gateway(env: &TestEnv, auth_url: &str) -> anyhow::Result<Service> {
     start_gateway_to(env, &[("auth", auth_url)]).await
 }
 
 /// Starts the gateway routing `<service>.localhost` to each `(service, url)` (`auth`, `storage`,
 /// `notifications`).
-pub async fn start_gateway_to(env: &TestEnv, upstreams: &[(&str, &str)]) -> anyhow::Result<GatewayUnderTest> {
-    let db = TestDb::create().await?;
-    let running = restart_gateway_to(env, upstreams, &db, |_| {}).await?;
-    Ok(GatewayUnderTest { running, db })
+pub async fn start_gateway_to(env: &TestEnv, upstreams: &[(&str, &str)]) -> anyhow::Result<Service> {
+    start_gateway_with(env, upstreams, |_| {}).await
 }
 
-/// Starts a gateway on `db` (another's, after a crash: what it had projected is still there).
-pub async fn restart_gateway(env: &TestEnv, auth_url: &str, db: &TestDb) -> anyhow::Result<Running> {
-    restart_gateway_to(env, &[("auth", auth_url)], db, |_| {}).await
-}
-
-/// Starts a gateway on `db` routing to `upstreams`, after `adjust` changed its settings.
-pub async fn restart_gateway_to(
+/// Starts the gateway with its own database, routing to `upstreams`, after `adjust` changed its
+/// settings (at every restart too).
+pub async fn start_gateway_with(
     env: &TestEnv,
     upstreams: &[(&str, &str)],
-    db: &TestDb,
-    adjust: impl FnOnce(&mut edd_gateway::GatewayConfig),
-) -> anyhow::Result<Running> {
-    let (http, url) = listen().await?;
-    let (admin, _) = listen().await?;
-    let mut config = edd_gateway::GatewayConfig {
-        listen_addr: http.local_addr()?,
+    adjust: impl Fn(&mut edd_gateway::GatewayConfig) + Send + 'static,
+) -> anyhow::Result<Service> {
+    let mut base = edd_gateway::GatewayConfig {
         https_addr: edd_gateway::config::OptionalAddr(None),
-        admin_addr: admin.local_addr()?,
         access_log: edd_gateway::observe::AccessLogTarget::Off,
         ..Default::default()
     };
     for (service, upstream) in upstreams {
         let slot = match *service {
-            "auth" => &mut config.upstreams.auth,
-            "storage" => &mut config.upstreams.storage,
-            "notifications" => &mut config.upstreams.notifications,
+            "auth" => &mut base.upstreams.auth,
+            "storage" => &mut base.upstreams.storage,
+            "notifications" => &mut base.upstreams.notifications,
             other => bail!("the test gateway does not route {other}"),
         };
         *slot = (*upstream).to_owned();
     }
-    adjust(&mut config);
-    let listeners = edd_gateway::Listeners { http, https: None, admin };
-    let (trigger, shutdown) = Shutdown::new();
-    let deps = edd_gateway::Deps { js: env.js.clone(), pool: db.pool.clone() };
-    let task = tokio::spawn(async move {
-        if let Err(e) = edd_gateway::run(config, deps, listeners, shutdown).await {
-            tracing::error!(error = %e, "gateway failed");
-        }
-    });
-    Ok(Running { url, trigger: Some(trigger), task: Some(task) })
+    let db = TestDb::create().await?;
+    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let service = Service::task("gateway", move |http, shutdown| {
+        let admin = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        admin.set_nonblocking(true)?;
+        let admin = tokio::net::TcpListener::from_std(admin)?;
+        let mut config = edd_gateway::GatewayConfig {
+            listen_addr: http.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            ..base.clone()
+        };
+        adjust(&mut config);
+        let listeners = edd_gateway::Listeners { http, https: None, admin };
+        let deps = edd_gateway::Deps { js: js.clone(), pool: pool.clone() };
+        Ok(tokio::spawn(async move {
+            if let Err(e) = edd_gateway::run(config, deps, listeners, shutdown).await {
+                tracing::error!(error = %e, "gateway failed");
+            }
+        }))
+    })
+    .await?;
+    Ok(service.owning(db))
 }
 
 /// Settings for storage tests: the GFS masters of `gfs`, and a sweeper that runs every second.
@@ -344,110 +521,57 @@ pub fn storage_config(gfs: &crate::gfs::GfsCluster) -> edd_storage::StorageConfi
     edd_storage::StorageConfig { gfs_masters: gfs.master_addrs.clone(), sweep_interval_secs: 1, ..Default::default() }
 }
 
-/// Starts the storage service on `env`'s NATS with its own database `db`, as a client of `gfs`,
-/// and waits until it is ready (permissions loaded, GFS answering).
-pub async fn start_storage(env: &TestEnv, db: &TestDb, config: edd_storage::StorageConfig) -> anyhow::Result<Running> {
-    let (listener, url) = listen().await?;
-    let (trigger, shutdown) = Shutdown::new();
-    let deps = edd_storage::Deps {
-        js: env.js.clone(),
-        pool: db.pool.clone(),
-        gfs_secret: crate::gfs::CLIENT_SECRET.as_bytes().to_vec(),
-    };
-    let task = tokio::spawn(async move {
-        if let Err(e) = edd_storage::run(config, deps, listener, shutdown).await {
-            tracing::error!(error = %e, "storage service failed");
-        }
-    });
-    let running = Running { url, trigger: Some(trigger), task: Some(task) };
-    let api = Api::new(&running.url);
-    eventually(Duration::from_secs(60), "storage to be ready", || async {
-        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+/// Starts the storage service in this process on `env`'s NATS with its own database, as a client of
+/// `gfs`, and waits until it is ready (permissions loaded, GFS answering).
+pub async fn start_storage(env: &TestEnv, config: edd_storage::StorageConfig) -> anyhow::Result<Service> {
+    let db = TestDb::create().await?;
+    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let service = Service::task("storage", move |listener, shutdown| {
+        let deps = edd_storage::Deps {
+            js: js.clone(),
+            pool: pool.clone(),
+            gfs_secret: crate::gfs::CLIENT_SECRET.as_bytes().to_vec(),
+        };
+        let config = config.clone();
+        Ok(tokio::spawn(async move {
+            if let Err(e) = edd_storage::run(config, deps, listener, shutdown).await {
+                tracing::error!(error = %e, "storage service failed");
+            }
+        }))
     })
     .await?;
-    Ok(running)
+    service.owning(db).ready(Duration::from_secs(60)).await
 }
 
-/// The storage service as a child process (`edd serve storage`), so a test can SIGKILL it mid-upload
-/// and start it again on the same port and database.
-pub struct StorageProcess {
-    pub url: String,
-    command: std::process::Command,
-    child: Option<tokio::process::Child>,
-    log: std::path::PathBuf,
-}
-
-impl StorageProcess {
-    /// Starts it against `env`'s NATS, the database `db` and the cluster `gfs`, with extra
-    /// `EDD_STORAGE_*` settings; waits until it is ready.
-    pub async fn start(
-        env: &TestEnv,
-        db: &TestDb,
-        gfs: &crate::gfs::GfsCluster,
-        settings: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = gfs.dir().join(format!("storage-{port}.log"));
-        let mut command = std::process::Command::new(crate::gfs::edd_binary()?);
-        command
-            .args(["--log-format", "pretty", "--log-level", "info", "serve", "storage"])
-            .env("EDD_NATS_URL", env.nats.url())
-            .env("EDD_DATABASE_URL", db.admin_url())
-            .env("EDD_STORAGE_DATABASE", &db.name)
-            .env("EDD_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("EDD_GFS_MASTERS", gfs.master_addrs.join(","))
-            .env("EDD_GFS_CLIENT_SECRET", crate::gfs::CLIENT_SECRET)
-            .env("EDD_HOME", gfs.dir())
-            .env("EDD_STORAGE_SWEEP_INTERVAL_SECS", "1");
-        for (name, value) in settings {
-            command.env(name, value);
-        }
-        let mut process = Self { url: format!("http://127.0.0.1:{port}"), command, child: None, log };
-        process.spawn().await?;
-        Ok(process)
+/// Starts the storage service as a child process (`edd serve storage`, so a test can SIGKILL it
+/// mid-upload and start it again on the same port and database) against `env`'s NATS, a database of
+/// its own and the cluster `gfs`, with extra `EDD_STORAGE_*` settings; waits until it is ready.
+pub async fn start_storage_process(
+    env: &TestEnv,
+    gfs: &crate::gfs::GfsCluster,
+    settings: &[(&str, String)],
+) -> anyhow::Result<Service> {
+    let db = TestDb::create().await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = gfs.dir().join(format!("storage-{port}.log"));
+    let mut command = std::process::Command::new(crate::gfs::edd_binary()?);
+    command
+        .args(["--log-format", "pretty", "--log-level", "info", "serve", "storage"])
+        .env("EDD_NATS_URL", env.nats.url())
+        .env("EDD_DATABASE_URL", db.admin_url())
+        .env("EDD_STORAGE_DATABASE", &db.name)
+        .env("EDD_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("EDD_GFS_MASTERS", gfs.master_addrs.join(","))
+        .env("EDD_GFS_CLIENT_SECRET", crate::gfs::CLIENT_SECRET)
+        .env("EDD_HOME", gfs.dir())
+        .env("EDD_STORAGE_SWEEP_INTERVAL_SECS", "1");
+    for (name, value) in settings {
+        command.env(name, value);
     }
-
-    async fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut command =
-            tokio::process::Command::from(std::mem::replace(&mut self.command, std::process::Command::new("true")));
-        command.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
-        let child = command.spawn().context("starting edd serve storage")?;
-        self.command = command.into_std();
-        self.child = Some(child);
-        let api = Api::new(&self.url);
-        eventually(Duration::from_secs(60), "storage to be ready", || async {
-            Ok(api.call("GET", "/readyz", None, None).await.ok().filter(|a| a.status == StatusCode::OK).map(drop))
-        })
+    Service::process("storage", format!("http://127.0.0.1:{port}"), command, log)?
+        .owning(db)
+        .ready(Duration::from_secs(60))
         .await
-        .with_context(|| format!("storage log:\n{}", self.log()))?;
-        Ok(())
-    }
-
-    /// SIGKILL: no shutdown, no flush, whatever was in flight is cut.
-    pub async fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await?;
-        }
-        Ok(())
-    }
-
-    /// Starts it again with the same settings, port and database.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.spawn().await
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The process's peak resident memory so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
 }
 
 /// Settings for notification tests (the defaults).
@@ -455,52 +579,21 @@ pub fn notify_config() -> edd_notify::NotifyConfig {
     edd_notify::NotifyConfig::default()
 }
 
-/// A running notification service and the database it owns.
-pub struct NotifyUnderTest {
-    pub running: Running,
-    pub db: TestDb,
-}
-
 /// Starts the notification service on `env`'s NATS with its own database, and waits until it is
 /// ready (permissions loaded, projections created, live fanout following `NOTIFY`).
-pub async fn start_notify(env: &TestEnv, config: edd_notify::NotifyConfig) -> anyhow::Result<NotifyUnderTest> {
+pub async fn start_notify(env: &TestEnv, config: edd_notify::NotifyConfig) -> anyhow::Result<Service> {
     let db = TestDb::create().await?;
-    let running = restart_notify(env, config, &db, None).await?;
-    Ok(NotifyUnderTest { running, db })
-}
-
-/// Starts the notification service on `db` (another's, after a crash), on `addr` when given (the
-/// address the killed one had, so a gateway pointing at it finds the new one).
-pub async fn restart_notify(
-    env: &TestEnv,
-    config: edd_notify::NotifyConfig,
-    db: &TestDb,
-    addr: Option<SocketAddr>,
-) -> anyhow::Result<Running> {
-    let (listener, url) = match addr {
-        None => listen().await?,
-        Some(addr) => {
-            let listener = eventually(Duration::from_secs(10), "the old address to be free", || async {
-                Ok(tokio::net::TcpListener::bind(addr).await.ok())
-            })
-            .await?;
-            (listener, format!("http://{addr}"))
-        }
-    };
-    let (trigger, shutdown) = Shutdown::new();
-    let deps = edd_notify::Deps { js: env.js.clone(), pool: db.pool.clone() };
-    let task = tokio::spawn(async move {
-        if let Err(e) = edd_notify::run(config, deps, listener, shutdown).await {
-            tracing::error!(error = %e, "notification service failed");
-        }
-    });
-    let running = Running { url, trigger: Some(trigger), task: Some(task) };
-    let api = Api::new(&running.url);
-    eventually(Duration::from_secs(30), "the notification service to be ready", || async {
-        Ok((api.call("GET", "/readyz", None, None).await?.status == StatusCode::OK).then_some(()))
+    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let service = Service::task("the notification service", move |listener, shutdown| {
+        let (config, deps) = (config.clone(), edd_notify::Deps { js: js.clone(), pool: pool.clone() });
+        Ok(tokio::spawn(async move {
+            if let Err(e) = edd_notify::run(config, deps, listener, shutdown).await {
+                tracing::error!(error = %e, "notification service failed");
+            }
+        }))
     })
     .await?;
-    Ok(running)
+    service.owning(db).ready(Duration::from_secs(30)).await
 }
 
 /// Publishes a notification for `user_id` the way the other services do; returns its id.

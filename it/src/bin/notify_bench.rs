@@ -27,8 +27,8 @@ use clap::Parser;
 use edd_events::{catalog::notify::Notification, Envelope, Token};
 use edd_it::{
     eventually,
-    services::{restart_gateway_to, start_auth, start_notify, test_config, Api, ADMIN, ADMIN_PASSWORD},
-    TestDb, TestEnv,
+    services::{start_auth, start_gateway_with, start_notify, test_config, Api, ADMIN, ADMIN_PASSWORD},
+    TestEnv,
 };
 use futures_util::StreamExt as _;
 use rand_free::Rng;
@@ -72,16 +72,10 @@ async fn main() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let auth = start_auth(&env, test_config()).await?;
     let notify = start_notify(&env, edd_notify::NotifyConfig::default()).await?;
-    let gateway_db = TestDb::create().await?;
-    let gateway = restart_gateway_to(
-        &env,
-        &[("auth", &auth.url), ("notifications", &notify.running.url)],
-        &gateway_db,
-        |config| {
-            config.max_connections_per_ip = 0;
-            config.requests_per_sec_per_ip = 0;
-        },
-    )
+    let gateway = start_gateway_with(&env, &[("auth", &auth.url), ("notifications", &notify.url)], |config| {
+        config.max_connections_per_ip = 0;
+        config.requests_per_sec_per_ip = 0;
+    })
     .await?;
     let api = Api::new(&auth.url);
     let admin = api.login(ADMIN, ADMIN_PASSWORD).await?;
@@ -186,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
 
     let edd = summary(&samples.edd.lock().unwrap_or_else(|e| e.into_inner()));
     let raw = summary(&samples.raw.lock().unwrap_or_else(|e| e.into_inner()));
-    let metrics = reqwest::get(format!("{}/metrics", notify.running.url)).await?.text().await?;
+    let metrics = reqwest::get(format!("{}/metrics", notify.url)).await?.text().await?;
     let dropped = metrics
         .lines()
         .find_map(|l| l.strip_prefix("notify_slow_clients_dropped_total "))

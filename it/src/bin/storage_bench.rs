@@ -18,8 +18,8 @@ use bytes::Bytes;
 use clap::Parser;
 use edd_it::bench::{mibs, ratio, Rows};
 use edd_it::gfs::{GfsCluster, Timing};
-use edd_it::services::{self, Api, StorageProcess};
-use edd_it::{TestDb, TestEnv};
+use edd_it::services::{self, Api};
+use edd_it::TestEnv;
 use futures_util::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -68,20 +68,17 @@ async fn main() -> anyhow::Result<()> {
     let gfs = GfsCluster::start(&env.nats.url(), 1, 3, timing).await?;
     gfs.wait_live(3).await?;
     let auth = services::start_auth(&env, services::test_config()).await?;
-    let storage_db = TestDb::create().await?;
     let settings = [
         ("EDD_STORAGE_MAX_UPLOAD_BYTES", (len + MIB).to_string()),
         ("EDD_STORAGE_QUOTA_BYTES", (4 * len + 1024 * MIB).to_string()),
         ("EDD_LOG", "warn".to_owned()),
     ];
-    let storage = StorageProcess::start(&env, &storage_db, &gfs, &settings).await?;
-    let gateway_db = TestDb::create().await?;
-    let gateway =
-        services::restart_gateway_to(&env, &[("auth", &auth.url), ("storage", &storage.url)], &gateway_db, |config| {
-            config.requests_per_sec_per_ip = 1_000_000;
-            config.request_burst_per_ip = 1_000_000;
-        })
-        .await?;
+    let storage = services::start_storage_process(&env, &gfs, &settings).await?;
+    let gateway = services::start_gateway_with(&env, &[("auth", &auth.url), ("storage", &storage.url)], |config| {
+        config.requests_per_sec_per_ip = 1_000_000;
+        config.request_burst_per_ip = 1_000_000;
+    })
+    .await?;
     let auth_api = Api::via(&gateway.url, "auth.localhost");
     let admin = edd_it::eventually(Duration::from_secs(30), "the gateway to route", || async {
         Ok(auth_api.login(services::ADMIN, services::ADMIN_PASSWORD).await.ok())

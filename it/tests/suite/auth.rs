@@ -5,61 +5,26 @@ use std::time::{Duration, Instant};
 
 use edd_auth::{AuthConfig, Signup};
 use edd_it::{
-    eventually,
-    services::{start_auth, start_probe, test_config, Api, Probe, Running, ADMIN, ADMIN_PASSWORD},
-    TestEnv,
+    assert_problem, eventually, eventually_every,
+    services::{test_config, Api, ADMIN, ADMIN_PASSWORD},
+    world::scopes,
+    World,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-struct World {
-    env: TestEnv,
-    auth: Running,
-    api: Api,
-    admin: String,
+/// The auth service alone, with the test settings or `config`.
+pub(crate) async fn world() -> World {
+    World::builder().start().await
 }
 
-async fn world_with(config: AuthConfig) -> World {
-    let env = TestEnv::new().await.unwrap();
-    let auth = start_auth(&env, config).await.unwrap();
-    let api = Api::new(&auth.url);
-    let admin = api.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
-    World { env, auth, api, admin }
-}
-
-async fn world() -> World {
-    world_with(test_config()).await
-}
-
-impl World {
-    /// A new user and a session token for it.
-    async fn user(&self, name: &str) -> (String, String) {
-        let id = self.api.create_user(&self.admin, name, "password-1").await.unwrap();
-        let token = self.api.login(name, "password-1").await.unwrap();
-        (id, token)
-    }
-
-    async fn probe(&self) -> (Probe, Api) {
-        let probe = start_probe(&self.env).await.unwrap();
-        let api = Api::new(&probe.running.url);
-        assert!(probe.authorizer.wait_ready(Duration::from_secs(30)).await, "probe permissions never loaded");
-        (probe, api)
-    }
-}
-
-fn assert_problem(a: &edd_it::services::Answer, status: StatusCode) {
-    assert_eq!(a.status, status, "{:?}", a.body);
-    assert!(a.content_type.starts_with("application/problem+json"), "{}", a.content_type);
-    assert_eq!(a.body["status"], status.as_u16(), "{:?}", a.body);
-}
-
-fn scopes(entries: &[(&str, &[&str])]) -> Value {
-    entries.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+pub(crate) async fn world_with(config: AuthConfig) -> World {
+    World::builder().auth(config).start().await
 }
 
 /// Waits until another service accepts `token` on `path`: a credential created at auth reaches other
 /// services through their permissions projection, milliseconds later (only auth reads its own writes).
-async fn accepted(api: &Api, path: &str, token: &str) {
+pub(crate) async fn accepted(api: &Api, path: &str, token: &str) {
     eventually(Duration::from_secs(10), "the credential to be accepted", || async {
         Ok((api.get(path, token).await?.status == StatusCode::OK).then_some(()))
     })
@@ -67,17 +32,18 @@ async fn accepted(api: &Api, path: &str, token: &str) {
     .unwrap();
 }
 
-/// Waits until `check` says refused, returning how long it took from `since`.
-async fn refused_within(what: &str, since: Instant, check: impl AsyncFn() -> StatusCode) -> Duration {
+/// Waits until `check` says refused, returning how long it took from `since`; asks again as soon as
+/// it has answered, so the time is the service's, not a polling interval's.
+pub(crate) async fn refused_within(what: &str, since: Instant, check: impl AsyncFn() -> StatusCode) -> Duration {
+    let last = std::cell::Cell::new(None);
     let deadline = since + Duration::from_secs(10);
-    loop {
+    eventually_every(Duration::ZERO, deadline.saturating_duration_since(Instant::now()), what, || async {
         let status = check().await;
-        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return since.elapsed();
-        }
-        assert!(Instant::now() < deadline, "{what}: still {status} after 10 s");
-        tokio::task::yield_now().await;
-    }
+        last.set(Some(status));
+        Ok((status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN).then(|| since.elapsed()))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: still {} after 10 s", last.get().map_or("unasked".into(), |s| s.to_string())))
 }
 
 #[tokio::test]
@@ -217,6 +183,110 @@ async fn signup_is_closed_by_default_and_works_when_open() {
     assert_eq!(a.body["is_admin"], false);
     w.api.login("eve", "password-1").await.unwrap();
     assert_problem(&w.api.call("POST", "/api/signup", None, Some(body)).await.unwrap(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn login_attempts_are_rate_limited() {
+    let w = world_with(AuthConfig { login_limit_user: 3, login_limit_ip: 5, ..test_config() }).await;
+    w.api.create_user(&w.admin, "ada", "password-1").await.unwrap();
+    let attempt = |user: &str, pw: &str| {
+        let api = w.api.clone();
+        let body = json!({"username": user, "password": pw});
+        async move { api.call("POST", "/api/login", None, Some(body)).await.unwrap() }
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("ada", "wrong-pass").await.status, StatusCode::UNAUTHORIZED);
+    }
+    // The username's budget is spent: even the right password waits.
+    let limited = attempt("ada", "password-1").await;
+    assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
+    assert!(limited.retry_after.unwrap().parse::<u64>().unwrap() > 0);
+    // Other usernames from the same address have the IP's remaining budget (5 - 3 = 2).
+    assert_eq!(attempt("nobody", "x-x-x-x-x").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(attempt("nobody2", "x-x-x-x-x").await.status, StatusCode::UNAUTHORIZED);
+    assert_problem(&attempt("admin", ADMIN_PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// The CLI against the real service: login (password on stdin), whoami, a token, logout; the stored
+/// session file is private.
+#[tokio::test]
+async fn the_cli_logs_in_creates_a_token_and_logs_out() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let w = world().await;
+    let dir = std::env::temp_dir().join(format!("edd-cli-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    let edd = edd_it::gfs::edd_binary().unwrap();
+    let run = async |args: &[&str], stdin: Option<&str>| {
+        let mut child = tokio::process::Command::new(&edd)
+            .args(args)
+            .env("EDD_CONFIG", &config)
+            .env("EDD_AUTH_URL", &w.auth_service.url)
+            .env_remove("EDD_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            use tokio::io::AsyncWriteExt as _;
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().await.unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["login", "--username", ADMIN, "--password-stdin"], Some("wrong-password\n")).await;
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, out, err) =
+        run(&["login", "--username", ADMIN, "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n"))).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let (ok, out, _) = run(&["whoami", "--json"], None).await;
+    assert!(ok);
+    let me: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(me["user"]["username"], ADMIN);
+    let id = me["user"]["id"].as_str().unwrap().to_owned();
+
+    let (ok, token, err) = run(&["tokens", "create", "ci", "--scope", &format!("registry.{id}=read")], None).await;
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    assert_eq!(w.api.get("/api/session", &token).await.unwrap().body["kind"], "api_token");
+    let (ok, _, err) = run(&["tokens", "create", "ci", "--scope", "registry.someone=read"], None).await;
+    assert!(!ok && err.contains("registry.someone"), "{err}");
+
+    let (ok, _, _) = run(&["logout"], None).await;
+    assert!(ok);
+    let (ok, _, err) = run(&["whoami"], None).await;
+    assert!(!ok && err.contains("edd login"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A crash between claiming a username and creating the user leaves a claim with no user. Within the
+/// grace period the name stays taken (the creation may still be in flight); after it, asking for the
+/// name releases the abandoned claim. A name held by a real user is never released this way.
+#[tokio::test]
+async fn an_abandoned_username_claim_is_released_after_the_grace_period() {
+    let kind = edd_events::Token::new("username").unwrap();
+    let body = json!({"username": "ghost", "password": "password-1"});
+
+    let w = world().await;
+    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
+    assert_problem(&w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap(), StatusCode::CONFLICT);
+    drop(w);
+
+    let w = world_with(AuthConfig { claim_grace_secs: 0, ..test_config() }).await;
+    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
+    let created = w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    w.api.login("ghost", "password-1").await.unwrap();
+    assert_problem(&w.api.post("/admin/users", &w.admin, body).await.unwrap(), StatusCode::CONFLICT);
 }
 
 #[tokio::test]
@@ -534,28 +604,6 @@ async fn key_rotation_keeps_old_sessions_until_they_expire() {
 }
 
 #[tokio::test]
-async fn login_attempts_are_rate_limited() {
-    let w = world_with(AuthConfig { login_limit_user: 3, login_limit_ip: 5, ..test_config() }).await;
-    w.api.create_user(&w.admin, "ada", "password-1").await.unwrap();
-    let attempt = |user: &str, pw: &str| {
-        let api = w.api.clone();
-        let body = json!({"username": user, "password": pw});
-        async move { api.call("POST", "/api/login", None, Some(body)).await.unwrap() }
-    };
-    for _ in 0..3 {
-        assert_eq!(attempt("ada", "wrong-pass").await.status, StatusCode::UNAUTHORIZED);
-    }
-    // The username's budget is spent: even the right password waits.
-    let limited = attempt("ada", "password-1").await;
-    assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
-    assert!(limited.retry_after.unwrap().parse::<u64>().unwrap() > 0);
-    // Other usernames from the same address have the IP's remaining budget (5 - 3 = 2).
-    assert_eq!(attempt("nobody", "x-x-x-x-x").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(attempt("nobody2", "x-x-x-x-x").await.status, StatusCode::UNAUTHORIZED);
-    assert_problem(&attempt("admin", ADMIN_PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
-}
-
-#[tokio::test]
 async fn tokens_of_the_wrong_type_or_key_are_refused_everywhere() {
     use edd_kit::auth::jwt::{Claims, SigningKey, ISSUER, SESSION, TWO_FACTOR_CHALLENGE};
     let w = world().await;
@@ -712,12 +760,11 @@ async fn auth_restart_loses_nothing_acknowledged() {
     })
     .await
     .unwrap();
-    w.auth.kill();
+    w.auth_service.kill().await.unwrap();
     let acknowledged = burst.await.unwrap();
     assert!(acknowledged.len() >= 3 && acknowledged.len() < 200, "{} acknowledged", acknowledged.len());
 
-    w.auth = start_auth(&w.env, test_config()).await.unwrap();
-    w.api = Api::new(&w.auth.url);
+    w.auth_service.restart().await.unwrap();
     // The old session token is still valid: same key, same revocation state.
     assert_eq!(w.api.get("/api/session", &session).await.unwrap().status, StatusCode::OK);
     let listed = w.api.get("/api/tokens", &session).await.unwrap();
@@ -740,7 +787,7 @@ async fn a_service_fails_closed_until_its_permissions_load() {
     let mut w = world().await;
     let (ada, session) = w.user("ada").await;
     w.env.nats.kill().await.unwrap();
-    let probe = start_probe(&w.env).await.unwrap();
+    let probe = edd_it::services::start_probe(&w.env).await.unwrap();
     let api = Api::new(&probe.running.url);
     let a = api.get(&format!("/files/{ada}/f1"), &session).await.unwrap();
     assert_problem(&a, StatusCode::SERVICE_UNAVAILABLE);
@@ -758,86 +805,4 @@ async fn a_service_fails_closed_until_its_permissions_load() {
             .unwrap(),
         StatusCode::UNAUTHORIZED,
     );
-}
-
-/// The CLI against the real service: login (password on stdin), whoami, a token, logout; the stored
-/// session file is private.
-#[tokio::test]
-async fn the_cli_logs_in_creates_a_token_and_logs_out() {
-    use std::os::unix::fs::PermissionsExt as _;
-    let w = world().await;
-    let dir = std::env::temp_dir().join(format!("edd-cli-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.json");
-    let edd = edd_it::gfs::edd_binary().unwrap();
-    let run = async |args: &[&str], stdin: Option<&str>| {
-        let mut child = tokio::process::Command::new(&edd)
-            .args(args)
-            .env("EDD_CONFIG", &config)
-            .env("EDD_AUTH_URL", &w.auth.url)
-            .env_remove("EDD_TOKEN")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            use tokio::io::AsyncWriteExt as _;
-            input.write_all(text.as_bytes()).await.unwrap();
-        }
-        drop(input);
-        let out = child.wait_with_output().await.unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, _, err) = run(&["login", "--username", ADMIN, "--password-stdin"], Some("wrong-password\n")).await;
-    assert!(!ok && err.contains("401"), "{err}");
-    let (ok, out, err) =
-        run(&["login", "--username", ADMIN, "--password-stdin"], Some(&format!("{ADMIN_PASSWORD}\n"))).await;
-    assert!(ok, "{out}{err}");
-    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
-
-    let (ok, out, _) = run(&["whoami", "--json"], None).await;
-    assert!(ok);
-    let me: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(me["user"]["username"], ADMIN);
-    let id = me["user"]["id"].as_str().unwrap().to_owned();
-
-    let (ok, token, err) = run(&["tokens", "create", "ci", "--scope", &format!("registry.{id}=read")], None).await;
-    assert!(ok, "{err}");
-    let token = token.trim().to_owned();
-    assert_eq!(w.api.get("/api/session", &token).await.unwrap().body["kind"], "api_token");
-    let (ok, _, err) = run(&["tokens", "create", "ci", "--scope", "registry.someone=read"], None).await;
-    assert!(!ok && err.contains("registry.someone"), "{err}");
-
-    let (ok, _, _) = run(&["logout"], None).await;
-    assert!(ok);
-    let (ok, _, err) = run(&["whoami"], None).await;
-    assert!(!ok && err.contains("edd login"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A crash between claiming a username and creating the user leaves a claim with no user. Within the
-/// grace period the name stays taken (the creation may still be in flight); after it, asking for the
-/// name releases the abandoned claim. A name held by a real user is never released this way.
-#[tokio::test]
-async fn an_abandoned_username_claim_is_released_after_the_grace_period() {
-    let kind = edd_events::Token::new("username").unwrap();
-    let body = json!({"username": "ghost", "password": "password-1"});
-
-    let w = world().await;
-    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
-    assert_problem(&w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap(), StatusCode::CONFLICT);
-    drop(w);
-
-    let w = world_with(AuthConfig { claim_grace_secs: 0, ..test_config() }).await;
-    w.env.events().claim("auth", &kind, "ghost", "never-created").await.unwrap();
-    let created = w.api.post("/admin/users", &w.admin, body.clone()).await.unwrap();
-    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    w.api.login("ghost", "password-1").await.unwrap();
-    assert_problem(&w.api.post("/admin/users", &w.admin, body).await.unwrap(), StatusCode::CONFLICT);
 }

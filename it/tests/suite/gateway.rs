@@ -128,20 +128,6 @@ pub(crate) async fn start_with(
     RunningGateway { addr, gateway, _trigger: trigger }
 }
 
-/// Waits (5 s at most) until `check` gives a value.
-pub(crate) async fn until<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    edd_it::eventually(Duration::from_secs(5), what, || {
-        let checked = check();
-        async move { Ok(checked.await) }
-    })
-    .await
-    .unwrap()
-}
-
 /// Opens a connection to `addr` and upgrades it to a WebSocket tunnel to `host{path}`; the answer
 /// must be 101.
 pub(crate) async fn open_tunnel(addr: SocketAddr, host: &str, path: &str) -> TcpStream {
@@ -322,16 +308,13 @@ async fn limits_and_upstream_failures_are_clear_errors() {
 /// own host; a new route is live when the API answers, while a tunnel on another route stays open.
 #[tokio::test]
 async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
-    use edd_it::services::{start_auth, start_gateway, test_config, Api, ADMIN, ADMIN_PASSWORD};
-    let env = edd_it::TestEnv::new().await.unwrap();
-    let auth = start_auth(&env, test_config()).await.unwrap();
-    let gw = start_gateway(&env, &auth.url).await.unwrap();
-    let auth_via_gw = Api::via(&gw.running.url, "auth.localhost");
-    let admin = auth_via_gw.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    use edd_it::{services::Api, World};
+    let w = World::builder().gateway().start().await;
+    let (auth_via_gw, admin) = (&w.auth, w.admin.clone());
     let user_id = auth_via_gw.create_user(&admin, "ada", "password-1").await.unwrap();
     assert!(!user_id.is_empty());
     let ada = auth_via_gw.login("ada", "password-1").await.unwrap();
-    let routes = Api::via(&gw.running.url, "gateway.localhost");
+    let routes = Api::via(&w.gateway().url, "gateway.localhost");
 
     // The gateway's permissions load from the AUTH stream; until then it answers 503, never allows.
     edd_it::eventually(Duration::from_secs(30), "the gateway to know the admin", || async {
@@ -358,7 +341,7 @@ async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
         .await
         .unwrap();
     assert_eq!(ws.status, StatusCode::CREATED, "{:?}", ws.body);
-    let addr: SocketAddr = gw.running.url.trim_start_matches("http://").parse().unwrap();
+    let addr: SocketAddr = w.gateway().url.trim_start_matches("http://").parse().unwrap();
     let mut tunnel = open_tunnel(addr, "ws.localhost", "/").await;
 
     // ...while a new route is added: live as soon as the API answers.
@@ -369,7 +352,7 @@ async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
         .await
         .unwrap();
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
-    let app = Api::via(&gw.running.url, "app.localhost");
+    let app = Api::via(&w.gateway().url, "app.localhost");
     let served = app.call("GET", "/api/x", None, None).await.unwrap();
     println!("route added → served in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
     assert_eq!(served.status, StatusCode::OK);
@@ -405,11 +388,9 @@ async fn admin_routes_are_events_and_go_live_without_dropping_connections() {
 /// same database, every route the API acknowledged is there once and serves; none is doubled.
 #[tokio::test]
 async fn a_gateway_killed_while_routes_are_added_keeps_every_acknowledged_route() {
-    use edd_it::services::{restart_gateway, start_auth, start_gateway, test_config, Api, ADMIN, ADMIN_PASSWORD};
-    let env = edd_it::TestEnv::new().await.unwrap();
-    let auth = start_auth(&env, test_config()).await.unwrap();
-    let mut gw = start_gateway(&env, &auth.url).await.unwrap();
-    let admin = Api::via(&gw.running.url, "auth.localhost").login(ADMIN, ADMIN_PASSWORD).await.unwrap();
+    use edd_it::{services::Api, World};
+    let mut w = World::builder().gateway().start().await;
+    let admin = w.admin.clone();
     let known = |url: String, admin: String| async move {
         edd_it::eventually(Duration::from_secs(30), "the gateway to know the admin", || async {
             let routes = Api::via(&url, "gateway.localhost");
@@ -418,12 +399,12 @@ async fn a_gateway_killed_while_routes_are_added_keeps_every_acknowledged_route(
         .await
         .unwrap();
     };
-    known(gw.running.url.clone(), admin.clone()).await;
+    known(w.gateway().url.clone(), admin.clone()).await;
     let backend = echo_backend("app").await;
 
     // Routes are added one after another until the gateway dies under the requests.
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let (url, token) = (gw.running.url.clone(), admin.clone());
+    let (url, token) = (w.gateway().url.clone(), admin.clone());
     let adder = tokio::spawn(async move {
         let routes = Api::via(&url, "gateway.localhost");
         for i in 0..200 {
@@ -441,13 +422,14 @@ async fn a_gateway_killed_while_routes_are_added_keeps_every_acknowledged_route(
     while acked.len() < 5 {
         acked.push(acked_rx.recv().await.expect("routes are acknowledged before the kill"));
     }
-    gw.running.kill();
+    w.gateway_mut().kill().await.unwrap();
     adder.await.unwrap();
     while let Ok(more) = acked_rx.try_recv() {
         acked.push(more);
     }
 
-    let restarted = restart_gateway(&env, &auth.url, &gw.db).await.unwrap();
+    w.gateway_mut().restart().await.unwrap();
+    let restarted = w.gateway();
     known(restarted.url.clone(), admin.clone()).await;
     let listed = Api::via(&restarted.url, "gateway.localhost").get("/api/routes", &admin).await.unwrap();
     let listed: Vec<&Value> = listed.body.as_array().unwrap().iter().filter(|r| r["builtin"] == false).collect();

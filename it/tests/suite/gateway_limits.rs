@@ -14,6 +14,7 @@ use edd_gateway::{
     server::Transport,
     Options, Route,
 };
+use edd_it::eventually;
 use hyper::StatusCode;
 use serde_json::Value;
 use tokio::{
@@ -22,7 +23,7 @@ use tokio::{
 };
 
 use super::gateway::{
-    client, echo_backend, listen, open_tunnel, raw_exchange, start_with, test_limits, until, upgrade_backend,
+    client, echo_backend, listen, open_tunnel, raw_exchange, start_with, test_limits, upgrade_backend,
 };
 
 fn route(id: &str, host: &str, upstream: std::net::SocketAddr) -> Route {
@@ -84,22 +85,26 @@ async fn one_client_is_held_to_its_request_rate_and_connection_count() {
     let gw = start_limited(route("a", "app.localhost", echo), clients).await;
     let first = TcpStream::connect(gw.addr).await.unwrap();
     let _second = TcpStream::connect(gw.addr).await.unwrap();
-    let third = until("the third connection is refused", || async {
-        let answer = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n").await?;
-        answer.starts_with("HTTP/1.1 429").then_some(answer)
+    let third = eventually(Duration::from_secs(5), "the third connection is refused", || async {
+        let Some(answer) = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: app.localhost\r\n\r\n").await else {
+            return Ok(None);
+        };
+        Ok(answer.starts_with("HTTP/1.1 429").then_some(answer))
     })
-    .await;
+    .await
+    .unwrap();
     assert!(third.contains("too many connections"), "{third}");
     assert!(third.contains("retry-after: 1"), "{third}");
 
     // Closing one gives its slot back.
     drop(first);
-    until("a closed connection gives its slot back", || async {
-        let answer =
-            raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: app.localhost\r\nconnection: close\r\n\r\n").await?;
-        answer.starts_with("HTTP/1.1 200").then_some(())
+    eventually(Duration::from_secs(5), "a closed connection gives its slot back", || async {
+        let request = "GET / HTTP/1.1\r\nhost: app.localhost\r\nconnection: close\r\n\r\n";
+        let Some(answer) = raw_exchange(gw.addr, request).await else { return Ok(None) };
+        Ok(answer.starts_with("HTTP/1.1 200").then_some(()))
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -117,11 +122,13 @@ async fn a_websocket_tunnel_keeps_its_connection_slot_until_it_closes() {
     assert!(refused.contains("too many connections"), "{refused}");
 
     drop(tunnel);
-    until("the closed tunnel gives its slot back", || async {
-        let answer = raw_exchange(gw.addr, "GET / HTTP/1.1\r\nhost: ws.localhost\r\nconnection: close\r\n\r\n").await?;
-        (!answer.contains("too many connections")).then_some(())
+    eventually(Duration::from_secs(5), "the closed tunnel gives its slot back", || async {
+        let request = "GET / HTTP/1.1\r\nhost: ws.localhost\r\nconnection: close\r\n\r\n";
+        let Some(answer) = raw_exchange(gw.addr, request).await else { return Ok(None) };
+        Ok((!answer.contains("too many connections")).then_some(()))
     })
-    .await;
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -280,13 +287,14 @@ async fn every_request_is_logged_as_one_json_line_and_counted_per_route() {
     // The services' own metrics are not exposed through their built-in routes.
     assert_eq!(get("svc.localhost", "/metrics").send().await.unwrap().status(), StatusCode::NOT_FOUND);
 
-    let lines: Vec<Value> = until("three access-log lines", || async {
-        let text = tokio::fs::read_to_string(&log).await.ok()?;
+    let lines: Vec<Value> = eventually(Duration::from_secs(5), "three access-log lines", || async {
+        let Ok(text) = tokio::fs::read_to_string(&log).await else { return Ok(None) };
         assert!(!text.contains("edd_secret"), "the query string (and its token) must not be logged");
         let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        (lines.len() >= 3).then_some(lines)
+        Ok((lines.len() >= 3).then_some(lines))
     })
-    .await;
+    .await
+    .unwrap();
     let line = lines.iter().find(|l| l["request_id"] == "log-app.localhost").unwrap();
     assert_eq!(line["route"], "app");
     assert_eq!(line["host"], "app.localhost");

@@ -14,6 +14,7 @@ use edd_gateway::{
     tls::{write_atomically, CertFiles, CertStore},
     Options, Route,
 };
+use edd_it::eventually;
 use edd_kit::Shutdown;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,7 +25,7 @@ use rustls::{
 };
 use serde_json::Value;
 
-use super::gateway::{echo_backend, start_with, test_limits, until};
+use super::gateway::{echo_backend, start_with, test_limits};
 
 /// Writes a fresh self-signed certificate for `names` to `<dir>/<stem>.{pem,key}`; returns the files
 /// and the certificate's DER, to compare with what a handshake presents.
@@ -165,10 +166,11 @@ async fn a_certificate_replaced_on_disk_is_served_without_a_restart() {
     assert_eq!((during.certificate, during.status), (old_der.clone(), hyper::StatusCode::OK));
 
     let (_, new_der) = certificate(&dir, "site", &["site.test"]);
-    until("the new certificate is served", || async {
+    eventually(Duration::from_secs(5), "the new certificate is served", || async {
         let answer = h2_get(gw.addr, "site.test", "/").await;
-        (answer.certificate == new_der).then_some(())
+        Ok((answer.certificate == new_der).then_some(()))
     })
-    .await;
+    .await
+    .unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }

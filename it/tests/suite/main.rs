@@ -1,5 +1,9 @@
 //! The integration suite: one test binary (one link on a 2-core machine), one module per area.
-//! Every test starts its own nats-server and database through [`edd_it::TestEnv`].
+//! Every test starts its own nats-server and database through [`edd_it::TestEnv`]; the suites of the
+//! services build what else they need with [`edd_it::World::builder`].
+
+// Tests assert by unwrapping, their helpers too (clippy.toml allows it in test functions only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
 mod events;

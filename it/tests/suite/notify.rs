@@ -7,12 +7,10 @@ use std::{collections::BTreeSet, pin::Pin, time::Duration};
 
 use bytes::Bytes;
 use edd_it::{
-    eventually,
-    services::{
-        notify_config, publish_notification, restart_notify, start_auth, start_gateway_to, start_notify, test_config,
-        Api, GatewayUnderTest, NotifyUnderTest, Running, ADMIN, ADMIN_PASSWORD,
-    },
-    TestEnv,
+    assert_problem, eventually,
+    services::{notify_config, publish_notification},
+    world::{next_json, WebSocket},
+    World,
 };
 use edd_notify::NotifyConfig;
 use futures_util::{Stream, StreamExt as _};
@@ -21,55 +19,37 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
     tungstenite::{client::IntoClientRequest as _, http::HeaderValue, Message},
-    MaybeTlsStream, WebSocketStream,
+    MaybeTlsStream,
 };
 
-const HOST: &str = "notifications.localhost";
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const HOST: &str = "notifications.localhost";
 
-struct World {
-    env: TestEnv,
-    _auth: Running,
-    notify: NotifyUnderTest,
-    gateway: GatewayUnderTest,
-    auth: Api,
-    api: Api,
-    admin: String,
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
+
+/// A notification world: the notification service (`config`), the auth service, and the gateway
+/// in front of both.
+pub(crate) async fn world_with(config: NotifyConfig) -> World {
+    World::builder().notify(config).gateway().start().await
 }
 
-async fn world_with(config: NotifyConfig) -> World {
-    let env = TestEnv::new().await.unwrap();
-    let auth = start_auth(&env, test_config()).await.unwrap();
-    let notify = start_notify(&env, config).await.unwrap();
-    let gateway = start_gateway_to(&env, &[("auth", &auth.url), ("notifications", &notify.running.url)]).await.unwrap();
-    let auth_api = Api::via(&gateway.running.url, "auth.localhost");
-    let admin = auth_api.login(ADMIN, ADMIN_PASSWORD).await.unwrap();
-    let api = Api::via(&gateway.running.url, HOST);
-    World { env, _auth: auth, notify, gateway, auth: auth_api, api, admin }
-}
-
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     world_with(notify_config()).await
 }
 
-impl World {
-    /// A new user and a session token the notification service already accepts.
-    async fn user(&self, name: &str) -> (String, String) {
-        let id = self.auth.create_user(&self.admin, name, "password-1").await.unwrap();
-        let token = self.auth.login(name, "password-1").await.unwrap();
-        self.accepted(&token).await;
-        (id, token)
-    }
+/// The notification service of a world, through its gateway.
+pub(crate) trait Notify {
+    async fn publish(&self, user: &str, title: &str, category: &str, scope: Option<&str>) -> u64;
+    async fn list(&self, token: &str, query: &str) -> Value;
+    async fn unread(&self, token: &str) -> i64;
+    /// Waits until the inbox lists notification `id` (the inbox projection follows the stream).
+    async fn listed(&self, token: &str, id: u64) -> Value;
+    async fn ws(&self, token: Option<&str>, origin: Option<&str>) -> Result<WebSocket, u16>;
+    async fn sse(&self, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16>;
+    /// A counter from the notification service's own `/metrics`.
+    async fn metric(&self, name: &str) -> f64;
+}
 
-    /// Waits until the notification service knows `token` (it learns credentials from events).
-    async fn accepted(&self, token: &str) {
-        eventually(WAIT, "the credential to reach the notification service", || async {
-            Ok((self.api.get("/api/notifications/unread-count", token).await?.status == StatusCode::OK).then_some(()))
-        })
-        .await
-        .unwrap();
-    }
-
+impl Notify for World {
     async fn publish(&self, user: &str, title: &str, category: &str, scope: Option<&str>) -> u64 {
         publish_notification(&self.env, user, title, &format!("about {title}"), category, scope).await.unwrap()
     }
@@ -84,7 +64,6 @@ impl World {
         self.api.get("/api/notifications/unread-count", token).await.unwrap().body["count"].as_i64().unwrap()
     }
 
-    /// Waits until the inbox lists notification `id` (the inbox projection follows the stream).
     async fn listed(&self, token: &str, id: u64) -> Value {
         eventually(WAIT, "the notification to be listed", || async {
             let body = self.list(token, "?limit=200").await;
@@ -94,30 +73,27 @@ impl World {
         .unwrap()
     }
 
-    async fn ws(&self, token: Option<&str>, origin: Option<&str>) -> Result<Ws, u16> {
-        ws_connect(&self.gateway.running.url, token, origin, None).await
+    async fn ws(&self, token: Option<&str>, origin: Option<&str>) -> Result<WebSocket, u16> {
+        ws_connect(&self.gateway().url, token, origin, None).await
     }
 
     async fn sse(&self, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16> {
-        sse_connect(&self.gateway.running.url, token, origin).await
+        sse_connect(&self.gateway().url, token, origin).await
     }
 
-    /// A counter from the notification service's own `/metrics`.
     async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.notify.running.url)).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{}/metrics", self.notify().url)).await.unwrap().text().await.unwrap();
         text.lines().find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok())).unwrap_or(0.0)
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// Opens `GET /ws/notifications` through the gateway; a refusal is its HTTP status.
-async fn ws_connect(
+pub(crate) async fn ws_connect(
     gateway: &str,
     token: Option<&str>,
     origin: Option<&str>,
     stream: Option<TcpStream>,
-) -> Result<Ws, u16> {
+) -> Result<WebSocket, u16> {
     let url = format!("{}/ws/notifications", gateway.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
     let headers = request.headers_mut();
@@ -139,24 +115,13 @@ async fn ws_connect(
     }
 }
 
-/// The next notification on a WebSocket (pings are skipped).
-async fn next_ws(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a notification, got {other:?}"),
-        }
-    }
-}
-
 /// A `text/event-stream` reader over reqwest.
-struct Sse {
+pub(crate) struct Sse {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buffer: String,
 }
 
-async fn sse_connect(gateway: &str, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16> {
+pub(crate) async fn sse_connect(gateway: &str, token: Option<&str>, origin: Option<&str>) -> Result<Sse, u16> {
     let mut request = reqwest::Client::new()
         .get(format!("{gateway}/sse/notifications"))
         .header("host", HOST)
@@ -177,7 +142,7 @@ async fn sse_connect(gateway: &str, token: Option<&str>, origin: Option<&str>) -
 
 impl Sse {
     /// The next event's data, parsed (keep-alive comments are skipped).
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
@@ -194,13 +159,8 @@ impl Sse {
     }
 }
 
-fn ids(list: &Value) -> Vec<u64> {
+pub(crate) fn ids(list: &Value) -> Vec<u64> {
     list["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect()
-}
-
-fn assert_problem(a: &edd_it::services::Answer, status: StatusCode) {
-    assert_eq!(a.status, status, "{:?}", a.body);
-    assert!(a.content_type.starts_with("application/problem+json"), "{}", a.content_type);
 }
 
 #[tokio::test]
@@ -210,14 +170,13 @@ async fn notifications_arrive_on_websocket_and_sse_as_listed() {
     let mut ws = w.ws(Some(&session), None).await.unwrap();
     let mut sse = w.sse(Some(&session), None).await.unwrap();
     // Browsers cannot set headers on a WebSocket: the token may come as ?token=.
-    let query_url =
-        format!("{}/ws/notifications?token={session}", w.gateway.running.url.replacen("http://", "ws://", 1));
+    let query_url = format!("{}/ws/notifications?token={session}", w.gateway().url.replacen("http://", "ws://", 1));
     let mut request = query_url.into_client_request().unwrap();
     request.headers_mut().insert("host", HeaderValue::from_static(HOST));
     let (mut by_query, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
     let id = w.publish(&ada, "File uploaded", "storage", Some("photos")).await;
-    let pushed = next_ws(&mut ws).await;
+    let pushed = next_json(&mut ws).await;
     assert_eq!(pushed["id"], id);
     assert_eq!(pushed["title"], "File uploaded");
     assert_eq!(pushed["message"], "about File uploaded");
@@ -225,7 +184,7 @@ async fn notifications_arrive_on_websocket_and_sse_as_listed() {
     assert_eq!(pushed["scope"], "photos");
     assert_eq!(pushed["read"], false);
     assert_eq!(sse.next().await, pushed, "SSE carries the same JSON");
-    assert_eq!(next_ws(&mut by_query).await, pushed);
+    assert_eq!(next_json(&mut by_query).await, pushed);
     // The list item is the very same JSON.
     assert_eq!(w.listed(&session, id).await, pushed);
     assert_eq!(w.unread(&session).await, 1);
@@ -249,7 +208,7 @@ async fn muted_notifications_are_not_pushed_listed_or_counted_until_unmuted() {
 
     let muted = w.publish(&ada, "in photos", "storage", Some("photos")).await;
     let other = w.publish(&ada, "in docs", "storage", Some("docs")).await;
-    assert_eq!(next_ws(&mut ws).await["id"], other, "the muted scope is skipped, the other scope arrives");
+    assert_eq!(next_json(&mut ws).await["id"], other, "the muted scope is skipped, the other scope arrives");
     w.listed(&session, other).await;
     assert_eq!(ids(&w.list(&session, "").await), vec![other]);
     assert_eq!(w.unread(&session).await, 1);
@@ -261,7 +220,7 @@ async fn muted_notifications_are_not_pushed_listed_or_counted_until_unmuted() {
     );
     let hidden = w.publish(&ada, "in music", "storage", None).await;
     let marker = w.publish(&ada, "signed in", "auth", None).await;
-    assert_eq!(next_ws(&mut ws).await["id"], marker);
+    assert_eq!(next_json(&mut ws).await["id"], marker);
     w.listed(&session, marker).await;
     assert_eq!(ids(&w.list(&session, "").await), vec![marker]);
     assert_eq!(w.unread(&session).await, 1);
@@ -282,7 +241,7 @@ async fn muted_notifications_are_not_pushed_listed_or_counted_until_unmuted() {
     assert_eq!(w.unread(&session).await, 4);
     assert_eq!(w.api.get("/api/notifications/mutes", &session).await.unwrap().body, json!({"mutes": []}));
     let again = w.publish(&ada, "photos again", "storage", Some("photos")).await;
-    assert_eq!(next_ws(&mut ws).await["id"], again, "unmuted: pushed again");
+    assert_eq!(next_json(&mut ws).await["id"], again, "unmuted: pushed again");
 }
 
 #[tokio::test]
@@ -356,7 +315,7 @@ async fn users_see_only_their_own_and_credentials_need_the_notifications_scope()
 
     let adas = w.publish(&ada, "for ada", "storage", None).await;
     let bobs = w.publish(&bob, "for bob", "storage", None).await;
-    assert_eq!(next_ws(&mut bob_ws).await["id"], bobs, "bob never gets ada's");
+    assert_eq!(next_json(&mut bob_ws).await["id"], bobs, "bob never gets ada's");
     w.listed(&ada_session, adas).await;
     w.listed(&bob_session, bobs).await;
     assert_eq!(ids(&w.list(&bob_session, "").await), vec![bobs]);
@@ -371,18 +330,9 @@ async fn users_see_only_their_own_and_credentials_need_the_notifications_scope()
     assert_eq!(w.sse(None, None).await.err(), Some(401));
 
     // API tokens: without the notifications scope 403; read only reads; read+update does all.
-    let token = |scopes: Value| {
-        let auth = w.auth.clone();
-        let session = ada_session.clone();
-        async move {
-            let a = auth.post("/api/tokens", &session, json!({"name": "t", "scopes": scopes})).await.unwrap();
-            assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
-            a.body["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let storage_only = token(json!({ format!("storage.{ada}"): ["read"] })).await;
-    let read_only = token(json!({ format!("notifications.{ada}.inbox"): ["read"] })).await;
-    let full = token(json!({ format!("notifications.{ada}"): ["read", "update"] })).await;
+    let storage_only = w.token(&ada_session, "t", json!({ format!("storage.{ada}"): ["read"] })).await;
+    let read_only = w.token(&ada_session, "t", json!({ format!("notifications.{ada}.inbox"): ["read"] })).await;
+    let full = w.token(&ada_session, "t", json!({ format!("notifications.{ada}"): ["read", "update"] })).await;
     w.accepted(&read_only).await;
     w.accepted(&full).await;
     eventually(WAIT, "the storage-only token to be known (then refused)", || async {
@@ -405,23 +355,8 @@ async fn users_see_only_their_own_and_credentials_need_the_notifications_scope()
     assert_eq!(w.unread(&ada_session).await, 0);
 
     // A service account's token, likewise.
-    let sa = w
-        .auth
-        .post(
-            "/api/service-accounts",
-            &ada_session,
-            json!({"name": "bot", "scopes": { format!("notifications.{ada}.inbox"): ["read"] }}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(sa.status, StatusCode::CREATED, "{:?}", sa.body);
-    let sa_id = sa.body["id"].as_str().unwrap();
-    let sa_token = w
-        .auth
-        .post(&format!("/api/service-accounts/{sa_id}/tokens"), &ada_session, json!({"name": "t"}))
-        .await
-        .unwrap();
-    let sa_token = sa_token.body["token"].as_str().unwrap().to_owned();
+    let sa_id = w.service_account(&ada_session, "bot", json!({ format!("notifications.{ada}.inbox"): ["read"] })).await;
+    let sa_token = w.service_account_token(&ada_session, &sa_id, json!({"name": "t"})).await;
     w.accepted(&sa_token).await;
     // (Creating the service account sent ada an `auth` notification of its own.)
     let listed = ids(&w.list(&sa_token, "").await);
@@ -438,233 +373,12 @@ async fn users_see_only_their_own_and_credentials_need_the_notifications_scope()
         from_sse = sa_sse.next().await;
     }
     assert_eq!(from_sse["id"], next);
-    let mut from_ws = next_ws(&mut token_ws).await;
+    let mut from_ws = next_json(&mut token_ws).await;
     while !not_auth(&from_ws) {
-        from_ws = next_ws(&mut token_ws).await;
+        from_ws = next_json(&mut token_ws).await;
     }
     assert_eq!(from_ws["id"], next);
     assert!(tokio::time::timeout(Duration::from_millis(300), bob_ws.next()).await.is_err(), "bob's socket stays quiet");
-}
-
-#[tokio::test]
-async fn live_connections_are_limited_per_user_and_checked_for_origin() {
-    let w = world().await;
-    let (_, session) = w.user("ada").await;
-    let (_, bob) = w.user("bob").await;
-
-    let mut sockets = Vec::new();
-    for _ in 0..3 {
-        sockets.push(w.ws(Some(&session), Some("http://cloud.localhost:18080")).await.unwrap());
-    }
-    let _sse1 = w.sse(Some(&session), None).await.unwrap();
-    let _sse2 = w.sse(Some(&session), Some("https://localhost")).await.unwrap();
-    assert_eq!(w.ws(Some(&session), None).await.err(), Some(429), "a 6th WebSocket");
-    assert_eq!(w.sse(Some(&session), None).await.err(), Some(429), "a 6th SSE stream");
-    let refused = w.api.call("GET", "/ws/notifications", Some(&session), None).await.unwrap();
-    assert!(refused.status.is_client_error());
-    // Another user has their own allowance.
-    let _bobs = w.ws(Some(&bob), None).await.unwrap();
-
-    // Close one: a new one is accepted once the service has seen it go.
-    let mut closing = sockets.pop().unwrap();
-    closing.close(None).await.unwrap();
-    drop(closing);
-    let again = eventually(WAIT, "a freed slot", || async { Ok(w.ws(Some(&session), None).await.ok()) }).await.unwrap();
-    sockets.push(again);
-
-    // Origins that are not the platform's are refused, whatever the credential.
-    let (_, carol) = w.user("carol").await;
-    for origin in ["https://evil.example", "http://localhost.evil.example", "null"] {
-        assert_eq!(w.ws(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
-        assert_eq!(w.sse(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
-    }
-    assert!(w.ws(Some(&carol), Some("http://notifications.localhost")).await.is_ok());
-}
-
-/// A WebSocket that never reads, while notifications keep coming: its queue fills and the service
-/// drops it, instead of buffering for it; a healthy socket of the same user gets every one.
-#[tokio::test]
-async fn a_slow_client_is_dropped_not_buffered() {
-    let w = world_with(NotifyConfig { send_queue: 256, ..notify_config() }).await;
-    let (ada, session) = w.user("ada").await;
-    // A small receive buffer, so the stall reaches the service quickly.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let addr = w.gateway.running.url.trim_start_matches("http://").parse().unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let mut slow = ws_connect(&w.gateway.running.url, Some(&session), None, Some(stream)).await.unwrap();
-    let mut healthy = w.ws(Some(&session), None).await.unwrap();
-    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = healthy.next().await {
-            if let Message::Text(text) = message {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                if seen_tx.send(v["id"].as_u64().unwrap()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-
-    let body = "x".repeat(4000);
-    let mut published = Vec::new();
-    let dropped = "notify_slow_clients_dropped_total";
-    while w.metric(dropped).await < 1.0 {
-        assert!(published.len() < 20_000, "the slow client was never dropped");
-        for _ in 0..100 {
-            let id = publish_notification(&w.env, &ada, "big", &body, "storage", None).await.unwrap();
-            published.push(id);
-        }
-    }
-    let last = *published.last().unwrap();
-    assert_eq!(w.metric(dropped).await, 1.0, "only the slow one");
-    let live = eventually(WAIT, "the service to count one connection", || async {
-        let n = w.metric("notify_live_connections").await;
-        Ok((n == 1.0).then_some(n))
-    })
-    .await
-    .unwrap();
-    assert_eq!(live, 1.0);
-
-    // The slow client, reading at last, gets what was in flight and then the end of the connection.
-    let mut got = 0usize;
-    let ended = loop {
-        match tokio::time::timeout(WAIT, slow.next()).await {
-            Ok(Some(Ok(Message::Text(_)))) => got += 1,
-            Ok(Some(Ok(Message::Close(frame)))) => break format!("closed: {frame:?}"),
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => break format!("error: {e}"),
-            Ok(None) => break "end of stream".to_owned(),
-            Err(_) => panic!("the slow connection is still open after {got} messages"),
-        }
-    };
-    assert!(got < published.len(), "the slow client got {got} of {} ({ended})", published.len());
-
-    // The healthy one got every notification, in order.
-    let mut received = Vec::new();
-    while received.last() != Some(&last) {
-        let id = tokio::time::timeout(WAIT, seen.recv()).await.expect("the healthy socket keeps up").unwrap();
-        received.push(id);
-    }
-    assert_eq!(received, published);
-    reader.abort();
-}
-
-#[tokio::test]
-async fn notify_projections_rebuild_to_the_same_rows() {
-    let w = world().await;
-    let (ada, session) = w.user("ada").await;
-    let (bob, bob_session) = w.user("bob").await;
-    let (mut last_ada, mut last_bob) = (0, 0);
-    for i in 0..30 {
-        let scope = format!("s{}", i % 4);
-        if i % 3 == 0 {
-            last_bob = w.publish(&bob, &format!("n{i}"), "auth", Some(&scope)).await;
-        } else {
-            last_ada = w.publish(&ada, &format!("n{i}"), "storage", Some(&scope)).await;
-        }
-    }
-    w.listed(&session, last_ada).await;
-    w.listed(&bob_session, last_bob).await;
-    let list = w.list(&session, "").await;
-    let some = ids(&list)[3];
-    w.api.post(&format!("/api/notifications/{some}/read"), &session, json!({})).await.unwrap();
-    w.api.post("/api/notifications/read-all", &bob_session, json!({})).await.unwrap();
-    w.api.put("/api/notifications/mutes", &session, json!({"category": "storage", "scope": "s1"})).await.unwrap();
-    w.api.put("/api/notifications/mutes", &session, json!({"category": "auth"})).await.unwrap();
-    w.api.delete("/api/notifications/mutes?category=auth", &session).await.unwrap();
-    w.api.put("/api/notifications/mutes", &bob_session, json!({"category": "auth", "scope": "s0"})).await.unwrap();
-    let before = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
-    assert!(!before.0.is_empty());
-
-    let pool = &w.notify.db.pool;
-    for projection in edd_notify::projections() {
-        if projection.name() == "notify/permissions" {
-            continue;
-        }
-        let report =
-            edd_projections::rebuild::rebuild(pool, &w.env.js, projection.as_ref(), 7, &mut |_| {}).await.unwrap();
-        assert!(report.events > 0, "{}", projection.name());
-    }
-    let after = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
-    assert_eq!(before, after);
-}
-
-/// Every row of both projections, as text, in a stable order.
-async fn snapshot(w: &World) -> Vec<String> {
-    let mut rows = Vec::new();
-    for query in [
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_inbox.notifications ORDER BY id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.read_marks ORDER BY user_id, id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.watermarks ORDER BY user_id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mutes ORDER BY user_id, category, scope) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mute_changes ORDER BY user_id) t",
-    ] {
-        let part: Vec<String> = sqlx::query_scalar(query).fetch_all(&w.notify.db.pool).await.unwrap();
-        rows.push(format!("-- {}", part.len()));
-        rows.extend(part);
-    }
-    rows
-}
-
-/// The service is killed while notifications are being published and started again on the same
-/// database: every published notification is in the inbox exactly once.
-#[tokio::test]
-async fn a_crash_mid_publish_loses_and_repeats_nothing() {
-    let mut w = world().await;
-    let (ada, session) = w.user("ada").await;
-    const COUNT: usize = 600;
-    let (tx, mut progress) = tokio::sync::watch::channel(0usize);
-    let env_js = w.env.js.clone();
-    let user = ada.clone();
-    let publisher = tokio::spawn(async move {
-        let events = edd_events::EventStore::new(env_js);
-        let mut ids = Vec::with_capacity(COUNT);
-        for i in 0..COUNT {
-            let note = edd_events::catalog::notify::Notification {
-                user_id: edd_events::Token::new(user.clone()).unwrap(),
-                title: format!("n{i}"),
-                message: "m".into(),
-                link: None,
-                category: "storage".into(),
-                scope: None,
-            };
-            ids.push(events.publish(&edd_events::Envelope::new("storage", note)).await.unwrap());
-            tx.send_replace(i + 1);
-        }
-        ids
-    });
-    progress.wait_for(|n| *n >= COUNT / 4).await.unwrap();
-    let addr = w.notify.running.url.trim_start_matches("http://").parse().unwrap();
-    w.notify.running.kill();
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM notify_inbox.notifications")
-        .fetch_one(&w.notify.db.pool)
-        .await
-        .unwrap_or(0);
-    progress.wait_for(|n| *n >= COUNT / 2).await.unwrap();
-    w.notify.running = restart_notify(&w.env, notify_config(), &w.notify.db, Some(addr)).await.unwrap();
-    let published: BTreeSet<u64> = publisher.await.unwrap().into_iter().collect();
-    assert_eq!(published.len(), COUNT);
-    assert!((applied as usize) < COUNT, "the kill came before the end ({applied} applied)");
-
-    eventually(Duration::from_secs(30), "every notification in the inbox", || async {
-        Ok((w.unread(&session).await == COUNT as i64).then_some(()))
-    })
-    .await
-    .unwrap();
-    let rows: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT id, count(*) OVER (PARTITION BY title) FROM notify_inbox.notifications ORDER BY id")
-            .fetch_all(&w.notify.db.pool)
-            .await
-            .unwrap();
-    let stored: BTreeSet<u64> = rows.iter().map(|(id, _)| *id as u64).collect();
-    assert_eq!(stored, published, "exactly the published ids");
-    assert!(rows.iter().all(|(_, copies)| *copies == 1), "no notification twice");
-    let mut listed = BTreeSet::new();
-    for offset in (0..COUNT).step_by(200) {
-        listed.extend(ids(&w.list(&session, &format!("?limit=200&offset={offset}")).await));
-    }
-    assert_eq!(listed, published, "and the API lists each once");
 }
 
 /// The CLI: ls, read, mute, unmute and watch against the service through the gateway.
@@ -676,7 +390,7 @@ async fn the_cli_lists_reads_mutes_and_watches() {
     w.listed(&session, first).await;
     let edd = edd_it::gfs::edd_binary().unwrap();
     // `notifications.localhost` does not resolve on every machine: the CLI talks to the service directly.
-    let url = w.notify.running.url.clone();
+    let url = w.notify().url.clone();
     let run = async |args: &[&str]| {
         let out = tokio::process::Command::new(&edd)
             .args(args)
@@ -739,6 +453,110 @@ async fn the_cli_lists_reads_mutes_and_watches() {
     assert_eq!(v["id"], id);
     assert_eq!(v["title"], "live");
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn live_connections_are_limited_per_user_and_checked_for_origin() {
+    let w = world().await;
+    let (_, session) = w.user("ada").await;
+    let (_, bob) = w.user("bob").await;
+
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(w.ws(Some(&session), Some("http://cloud.localhost:18080")).await.unwrap());
+    }
+    let _sse1 = w.sse(Some(&session), None).await.unwrap();
+    let _sse2 = w.sse(Some(&session), Some("https://localhost")).await.unwrap();
+    assert_eq!(w.ws(Some(&session), None).await.err(), Some(429), "a 6th WebSocket");
+    assert_eq!(w.sse(Some(&session), None).await.err(), Some(429), "a 6th SSE stream");
+    let refused = w.api.call("GET", "/ws/notifications", Some(&session), None).await.unwrap();
+    assert!(refused.status.is_client_error());
+    // Another user has their own allowance.
+    let _bobs = w.ws(Some(&bob), None).await.unwrap();
+
+    // Close one: a new one is accepted once the service has seen it go.
+    let mut closing = sockets.pop().unwrap();
+    closing.close(None).await.unwrap();
+    drop(closing);
+    let again = eventually(WAIT, "a freed slot", || async { Ok(w.ws(Some(&session), None).await.ok()) }).await.unwrap();
+    sockets.push(again);
+
+    // Origins that are not the platform's are refused, whatever the credential.
+    let (_, carol) = w.user("carol").await;
+    for origin in ["https://evil.example", "http://localhost.evil.example", "null"] {
+        assert_eq!(w.ws(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
+        assert_eq!(w.sse(Some(&carol), Some(origin)).await.err(), Some(403), "{origin}");
+    }
+    assert!(w.ws(Some(&carol), Some("http://notifications.localhost")).await.is_ok());
+}
+
+/// A WebSocket that never reads, while notifications keep coming: its queue fills and the service
+/// drops it, instead of buffering for it; a healthy socket of the same user gets every one.
+#[tokio::test]
+async fn a_slow_client_is_dropped_not_buffered() {
+    let w = world_with(NotifyConfig { send_queue: 256, ..notify_config() }).await;
+    let (ada, session) = w.user("ada").await;
+    // A small receive buffer, so the stall reaches the service quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = w.gateway().url.trim_start_matches("http://").parse().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut slow = ws_connect(&w.gateway().url, Some(&session), None, Some(stream)).await.unwrap();
+    let mut healthy = w.ws(Some(&session), None).await.unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = healthy.next().await {
+            if let Message::Text(text) = message {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if seen_tx.send(v["id"].as_u64().unwrap()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
+    let body = "x".repeat(4000);
+    let mut published = Vec::new();
+    let dropped = "notify_slow_clients_dropped_total";
+    while w.metric(dropped).await < 1.0 {
+        assert!(published.len() < 20_000, "the slow client was never dropped");
+        for _ in 0..100 {
+            let id = publish_notification(&w.env, &ada, "big", &body, "storage", None).await.unwrap();
+            published.push(id);
+        }
+    }
+    let last = *published.last().unwrap();
+    assert_eq!(w.metric(dropped).await, 1.0, "only the slow one");
+    let live = eventually(WAIT, "the service to count one connection", || async {
+        let n = w.metric("notify_live_connections").await;
+        Ok((n == 1.0).then_some(n))
+    })
+    .await
+    .unwrap();
+    assert_eq!(live, 1.0);
+
+    // The slow client, reading at last, gets what was in flight and then the end of the connection.
+    let mut got = 0usize;
+    let ended = loop {
+        match tokio::time::timeout(WAIT, slow.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => got += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break format!("closed: {frame:?}"),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => break format!("error: {e}"),
+            Ok(None) => break "end of stream".to_owned(),
+            Err(_) => panic!("the slow connection is still open after {got} messages"),
+        }
+    };
+    assert!(got < published.len(), "the slow client got {got} of {} ({ended})", published.len());
+
+    // The healthy one got every notification, in order.
+    let mut received = Vec::new();
+    while received.last() != Some(&last) {
+        let id = tokio::time::timeout(WAIT, seen.recv()).await.expect("the healthy socket keeps up").unwrap();
+        received.push(id);
+    }
+    assert_eq!(received, published);
+    reader.abort();
 }
 
 /// Pings find dead clients (one that answers none is closed after two intervals) and a revoked
@@ -807,6 +625,122 @@ async fn pings_and_revocations_end_live_connections() {
 }
 
 #[tokio::test]
+async fn notify_projections_rebuild_to_the_same_rows() {
+    let w = world().await;
+    let (ada, session) = w.user("ada").await;
+    let (bob, bob_session) = w.user("bob").await;
+    let (mut last_ada, mut last_bob) = (0, 0);
+    for i in 0..30 {
+        let scope = format!("s{}", i % 4);
+        if i % 3 == 0 {
+            last_bob = w.publish(&bob, &format!("n{i}"), "auth", Some(&scope)).await;
+        } else {
+            last_ada = w.publish(&ada, &format!("n{i}"), "storage", Some(&scope)).await;
+        }
+    }
+    w.listed(&session, last_ada).await;
+    w.listed(&bob_session, last_bob).await;
+    let list = w.list(&session, "").await;
+    let some = ids(&list)[3];
+    w.api.post(&format!("/api/notifications/{some}/read"), &session, json!({})).await.unwrap();
+    w.api.post("/api/notifications/read-all", &bob_session, json!({})).await.unwrap();
+    w.api.put("/api/notifications/mutes", &session, json!({"category": "storage", "scope": "s1"})).await.unwrap();
+    w.api.put("/api/notifications/mutes", &session, json!({"category": "auth"})).await.unwrap();
+    w.api.delete("/api/notifications/mutes?category=auth", &session).await.unwrap();
+    w.api.put("/api/notifications/mutes", &bob_session, json!({"category": "auth", "scope": "s0"})).await.unwrap();
+    let before = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
+    assert!(!before.0.is_empty());
+
+    let pool = &w.notify().db().pool;
+    for projection in edd_notify::projections() {
+        if projection.name() == "notify/permissions" {
+            continue;
+        }
+        let report =
+            edd_projections::rebuild::rebuild(pool, &w.env.js, projection.as_ref(), 7, &mut |_| {}).await.unwrap();
+        assert!(report.events > 0, "{}", projection.name());
+    }
+    let after = (snapshot(&w).await, w.list(&session, "?limit=200").await, w.list(&bob_session, "").await);
+    assert_eq!(before, after);
+}
+
+/// Every row of both projections, as text, in a stable order.
+async fn snapshot(w: &World) -> Vec<String> {
+    let mut rows = Vec::new();
+    for query in [
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_inbox.notifications ORDER BY id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.read_marks ORDER BY user_id, id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.watermarks ORDER BY user_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mutes ORDER BY user_id, category, scope) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM notify_state.mute_changes ORDER BY user_id) t",
+    ] {
+        let part: Vec<String> = sqlx::query_scalar(query).fetch_all(&w.notify().db().pool).await.unwrap();
+        rows.push(format!("-- {}", part.len()));
+        rows.extend(part);
+    }
+    rows
+}
+
+/// The service is killed while notifications are being published and started again on the same
+/// database: every published notification is in the inbox exactly once.
+#[tokio::test]
+async fn a_crash_mid_publish_loses_and_repeats_nothing() {
+    let mut w = world().await;
+    let (ada, session) = w.user("ada").await;
+    const COUNT: usize = 600;
+    let (tx, mut progress) = tokio::sync::watch::channel(0usize);
+    let env_js = w.env.js.clone();
+    let user = ada.clone();
+    let publisher = tokio::spawn(async move {
+        let events = edd_events::EventStore::new(env_js);
+        let mut ids = Vec::with_capacity(COUNT);
+        for i in 0..COUNT {
+            let note = edd_events::catalog::notify::Notification {
+                user_id: edd_events::Token::new(user.clone()).unwrap(),
+                title: format!("n{i}"),
+                message: "m".into(),
+                link: None,
+                category: "storage".into(),
+                scope: None,
+            };
+            ids.push(events.publish(&edd_events::Envelope::new("storage", note)).await.unwrap());
+            tx.send_replace(i + 1);
+        }
+        ids
+    });
+    progress.wait_for(|n| *n >= COUNT / 4).await.unwrap();
+    w.notify_mut().kill().await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM notify_inbox.notifications")
+        .fetch_one(&w.notify().db().pool)
+        .await
+        .unwrap_or(0);
+    progress.wait_for(|n| *n >= COUNT / 2).await.unwrap();
+    w.notify_mut().restart().await.unwrap();
+    let published: BTreeSet<u64> = publisher.await.unwrap().into_iter().collect();
+    assert_eq!(published.len(), COUNT);
+    assert!((applied as usize) < COUNT, "the kill came before the end ({applied} applied)");
+
+    eventually(Duration::from_secs(30), "every notification in the inbox", || async {
+        Ok((w.unread(&session).await == COUNT as i64).then_some(()))
+    })
+    .await
+    .unwrap();
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, count(*) OVER (PARTITION BY title) FROM notify_inbox.notifications ORDER BY id")
+            .fetch_all(&w.notify().db().pool)
+            .await
+            .unwrap();
+    let stored: BTreeSet<u64> = rows.iter().map(|(id, _)| *id as u64).collect();
+    assert_eq!(stored, published, "exactly the published ids");
+    assert!(rows.iter().all(|(_, copies)| *copies == 1), "no notification twice");
+    let mut listed = BTreeSet::new();
+    for offset in (0..COUNT).step_by(200) {
+        listed.extend(ids(&w.list(&session, &format!("?limit=200&offset={offset}")).await));
+    }
+    assert_eq!(listed, published, "and the API lists each once");
+}
+
+#[tokio::test]
 async fn a_deleted_users_inbox_is_emptied() {
     let w = world_with(NotifyConfig { retention_sweep_secs: 1, ..notify_config() }).await;
     let (gone, token) = w.user("gone").await;
@@ -820,7 +754,7 @@ async fn a_deleted_users_inbox_is_emptied() {
     let a = w.auth.delete(&format!("/admin/users/{gone}"), &w.admin).await.unwrap();
     assert!(a.status.is_success(), "{:?}", a.body);
     let count = |user: String| {
-        let pool = w.notify.db.pool.clone();
+        let pool = w.notify().db().pool.clone();
         async move {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notify_inbox.notifications WHERE user_id = $1")
                 .bind(user)

@@ -4,22 +4,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use edd_it::{
-    eventually,
-    gfs::{GfsCluster, Timing},
-    services::{self, Api, Running, StorageProcess},
-    TestDb, TestEnv,
-};
+use edd_it::{eventually, services, world::next_json, world::scopes, World};
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
 use ring::digest::{Context, SHA256};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt as _;
 
-const MIB: usize = 1024 * 1024;
+pub(crate) const MIB: usize = 1024 * 1024;
 
 /// Deterministic bytes: piece `i` of stream `seed`.
-fn piece(seed: u64, i: u64, len: usize) -> Vec<u8> {
+pub(crate) fn piece(seed: u64, i: u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) | 1;
     while out.len() < len {
@@ -32,12 +27,12 @@ fn piece(seed: u64, i: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `pieces` MiB of stream `seed`, as a request body produced on the fly, and its sha256.
-fn big_body(seed: u64, pieces: u64) -> (reqwest::Body, String) {
+pub(crate) fn big_body(seed: u64, pieces: u64) -> (reqwest::Body, String) {
     let mut digest = Context::new(&SHA256);
     for i in 0..pieces {
         digest.update(&piece(seed, i, MIB));
@@ -47,80 +42,32 @@ fn big_body(seed: u64, pieces: u64) -> (reqwest::Body, String) {
     (reqwest::Body::wrap_stream(stream), hex(digest.finish().as_ref()))
 }
 
-fn sha256(data: &[u8]) -> String {
+pub(crate) fn sha256(data: &[u8]) -> String {
     hex(ring::digest::digest(&SHA256, data).as_ref())
 }
 
-/// A platform for one test.
-struct World {
-    env: TestEnv,
-    gfs: GfsCluster,
-    auth_service: Running,
-    storage_db: TestDb,
-    storage: StorageProcess,
-    gateway: services::GatewayUnderTest,
-    /// The auth API through the gateway.
-    auth: Api,
-    /// The storage API through the gateway (JSON calls).
-    api: Api,
-    admin: String,
-    http: reqwest::Client,
+/// A storage world: the storage service (an `edd serve storage` process) on a GFS cluster of 3
+/// chunkservers, the auth service, and the gateway in front of both; `settings` are extra
+/// `EDD_STORAGE_*` settings.
+pub(crate) async fn storage_world(settings: &[(&str, String)]) -> World {
+    World::builder().storage(settings).gateway().start().await
 }
 
-impl World {
-    async fn start(settings: &[(&str, String)]) -> World {
-        World::start_with(3, settings).await
-    }
+/// The storage service of a world, through its gateway.
+pub(crate) trait Storage {
+    fn url(&self, path: &str) -> String;
+    fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder;
+    async fn upload(&self, token: &str, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value);
+    async fn get(&self, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> reqwest::Response;
+    async fn create_namespace(&self, token: &str, name: &str, visibility: &str);
+    /// The blobs GFS holds for the storage service.
+    async fn blobs(&self) -> Vec<String>;
+    async fn chunks(&self) -> u64;
+}
 
-    async fn start_with(chunkservers: usize, settings: &[(&str, String)]) -> World {
-        let env = TestEnv::new().await.unwrap();
-        let gfs = GfsCluster::start(&env.nats.url(), 1, chunkservers, Timing::default()).await.unwrap();
-        gfs.wait_live(chunkservers).await.unwrap();
-        let auth = services::start_auth(&env, services::test_config()).await.unwrap();
-        let storage_db = TestDb::create().await.unwrap();
-        let storage = StorageProcess::start(&env, &storage_db, &gfs, settings).await.unwrap();
-        let gateway =
-            services::start_gateway_to(&env, &[("auth", &auth.url), ("storage", &storage.url)]).await.unwrap();
-        let auth_api = Api::via(&gateway.running.url, "auth.localhost");
-        let api = Api::via(&gateway.running.url, "storage.localhost");
-        let admin = eventually(Duration::from_secs(30), "the gateway to route", || async {
-            Ok(auth_api.login(services::ADMIN, services::ADMIN_PASSWORD).await.ok())
-        })
-        .await
-        .unwrap();
-        World {
-            env,
-            gfs,
-            auth_service: auth,
-            storage_db,
-            storage,
-            gateway,
-            auth: auth_api,
-            api,
-            admin,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// Creates a user and returns (id, session token), once the storage service accepts the session.
-    async fn user(&self, name: &str) -> (String, String) {
-        let id = self.auth.create_user(&self.admin, name, "password-123456").await.unwrap();
-        let token = self.auth.login(name, "password-123456").await.unwrap();
-        self.accepted(&token).await;
-        (id, token)
-    }
-
-    /// Waits until the storage service knows `token` (its permissions projection follows auth's).
-    async fn accepted(&self, token: &str) {
-        eventually(Duration::from_secs(10), "storage to accept the credential", || async {
-            Ok((self.api.get("/storage/usage", token).await?.status != StatusCode::UNAUTHORIZED).then_some(()))
-        })
-        .await
-        .unwrap();
-    }
-
+impl Storage for World {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.gateway.running.url)
+        format!("{}{path}", self.gateway().url)
     }
 
     fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
@@ -151,9 +98,8 @@ impl World {
         assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
     }
 
-    /// The blobs GFS holds for the storage service.
     async fn blobs(&self) -> Vec<String> {
-        let client = self.gfs.client().unwrap();
+        let client = self.gfs().client().unwrap();
         match client.list(edd_storage::GFS_NAMESPACE, "", None, 0).await {
             Ok((files, _)) => files.into_iter().map(|f| f.path).collect(),
             Err(edd_gfs::client::GfsError::NotFound(_)) => Vec::new(),
@@ -162,21 +108,21 @@ impl World {
     }
 
     async fn chunks(&self) -> u64 {
-        self.gfs.client().unwrap().status().await.unwrap().chunks
+        self.gfs().client().unwrap().status().await.unwrap().chunks
     }
 }
 
-async fn body_bytes(resp: reqwest::Response) -> Vec<u8> {
+pub(crate) async fn body_bytes(resp: reqwest::Response) -> Vec<u8> {
     resp.bytes().await.unwrap().to_vec()
 }
 
-fn header(resp: &reqwest::Response, name: &str) -> String {
+pub(crate) fn header(resp: &reqwest::Response, name: &str) -> String {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
 async fn a_200_mib_file_goes_up_and_comes_back_through_the_gateway() {
-    let w = World::start(&[]).await;
+    let w = storage_world(&[]).await;
     let (alice, token) = w.user("alice").await;
     w.create_namespace(&token, "Photos", "private").await;
 
@@ -199,7 +145,7 @@ async fn a_200_mib_file_goes_up_and_comes_back_through_the_gateway() {
             text
         })
     };
-    let rss_before = w.storage.peak_rss_kib().unwrap();
+    let rss_before = w.storage().peak_rss_kib().unwrap();
     let (body, digest) = big_body(7, 200);
     let (status, file) = w.upload(&token, "/storage/photos/2024/big.bin?progress=up-1", body).await;
     assert_eq!(status, StatusCode::CREATED, "{file}");
@@ -225,7 +171,7 @@ async fn a_200_mib_file_goes_up_and_comes_back_through_the_gateway() {
     }
     assert_eq!(hex(got.finish().as_ref()), digest);
     // Streamed both ways: 400 MiB moved through a service whose peak memory grew far less.
-    let grown_mib = (w.storage.peak_rss_kib().unwrap() - rss_before) / 1024;
+    let grown_mib = (w.storage().peak_rss_kib().unwrap() - rss_before) / 1024;
     assert!(grown_mib < 96, "the storage service's peak memory grew by {grown_mib} MiB");
 
     // Ranges, at a piece boundary and at the end.
@@ -332,6 +278,75 @@ async fn a_200_mib_file_goes_up_and_comes_back_through_the_gateway() {
     assert!(titles.contains(&"File deleted".to_owned()), "{titles:?}");
 }
 
+#[tokio::test]
+async fn the_cli_puts_lists_gets_resumes_shares_and_removes() {
+    let w = storage_world(&[]).await;
+    let (_, session) = w.user("joan").await;
+    let edd = edd_it::gfs::edd_binary().unwrap();
+    let dir = std::env::temp_dir().join(format!("edd-storage-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let local = dir.join("data.bin");
+    let data: Vec<u8> = (0..5).flat_map(|i| piece(21, i, MIB)).collect();
+    std::fs::write(&local, &data).unwrap();
+    // `storage.localhost` does not resolve on every machine: the CLI talks to the service directly.
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(&edd)
+            .args(args)
+            .env("EDD_TOKEN", &session)
+            .env("EDD_STORAGE_URL", &w.storage().url)
+            .env("EDD_AUTH_URL", "http://auth.localhost:1")
+            .env("EDD_CONFIG", "/nonexistent/edd-config.json")
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) = run(&["storage", "ns", "create", "jo-files"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&sha256(&data)), "the stored sha256 is shown: {out}");
+    // Not replaced without --overwrite.
+    let (ok, _, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, out, _) = run(&["storage", "ls", "jo-files", "--json"]).await;
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let files = listed.get("files").unwrap_or(&listed);
+    assert_eq!(files[0]["path"], "a/data.bin", "{out}");
+    assert_eq!(files[0]["sha256"], sha256(&data));
+
+    // A download cut short leaves a .partial; the next get resumes it and the result is exact.
+    let target = dir.join("copy.bin");
+    std::fs::write(dir.join("copy.bin.partial"), &data[..2 * MIB]).unwrap();
+    let resp = w.get("/storage/jo-files/a/data.bin", Some(&session), &[]).await;
+    std::fs::write(dir.join("copy.bin.partial.etag"), header(&resp, "etag")).unwrap();
+    drop(resp);
+    let (ok, _, err) = run(&["storage", "get", "jo-files/a/data.bin", target.to_str().unwrap()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), data);
+    assert!(!dir.join("copy.bin.partial").exists());
+
+    let (ok, out, err) = run(&["storage", "share", "jo-files/a/data.bin", "--expires", "1h"]).await;
+    assert!(ok, "{err}");
+    let link = out.lines().find(|l| l.contains("/storage/shared/")).unwrap().trim().to_owned();
+    let fetched = reqwest::get(&link).await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().await.unwrap().len(), data.len());
+    let (ok, _, err) = run(&["storage", "rm", "jo-files/a/data.bin"]).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["storage", "ns", "rm", "jo-files", "--yes"]).await;
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["storage", "ns", "ls", "--json"]).await;
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every route on alice's private namespace, as (method, path, body).
 fn alices_routes() -> Vec<(&'static str, &'static str, Option<Value>)> {
     vec![
@@ -357,33 +372,20 @@ async fn call(w: &World, method: &str, path: &str, token: Option<&str>, body: &O
     req.send().await.unwrap().status()
 }
 
-fn scopes(entries: &[(&str, &[&str])]) -> Value {
-    entries.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>().into()
-}
-
 #[tokio::test]
 async fn another_user_reaches_nothing_of_alices_with_any_kind_of_token() {
-    let w = World::start(&[]).await;
+    let w = storage_world(&[]).await;
     let (alice, alice_session) = w.user("alice").await;
     let (bob, bob_session) = w.user("bob").await;
     w.create_namespace(&alice_session, "secret", "private").await;
     let (status, body) = w.upload(&alice_session, "/storage/secret/doc.txt", "top secret").await;
-    assert_eq!(status, StatusCode::CREATED, "{body} {}", w.storage.log());
+    assert_eq!(status, StatusCode::CREATED, "{body} {}", w.storage().log());
 
     // Bob's three kinds of credential, each with every storage right over his own things.
     let all = scopes(&[(&format!("storage.{bob}"), &["create", "read", "update", "delete"])]);
-    let t = w.auth.post("/api/tokens", &bob_session, json!({"name": "t", "scopes": all})).await.unwrap();
-    assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
-    let bob_token = t.body["token"].as_str().unwrap().to_owned();
-    let sa = w.auth.post("/api/service-accounts", &bob_session, json!({"name": "ci", "scopes": all})).await.unwrap();
-    assert_eq!(sa.status, StatusCode::CREATED, "{:?}", sa.body);
-    let sa_id = sa.body["id"].as_str().unwrap();
-    let t = w
-        .auth
-        .post(&format!("/api/service-accounts/{sa_id}/tokens"), &bob_session, json!({"name": "d", "expires_in": "30d"}))
-        .await
-        .unwrap();
-    let bob_sa = t.body["token"].as_str().unwrap().to_owned();
+    let bob_token = w.token(&bob_session, "t", all.clone()).await;
+    let sa_id = w.service_account(&bob_session, "ci", all).await;
+    let bob_sa = w.service_account_token(&bob_session, &sa_id, json!({"name": "d", "expires_in": "30d"})).await;
     w.accepted(&bob_token).await;
     w.accepted(&bob_sa).await;
 
@@ -405,19 +407,9 @@ async fn another_user_reaches_nothing_of_alices_with_any_kind_of_token() {
     assert_eq!(a.status, StatusCode::CONFLICT, "{:?}", a.body);
 
     // Alice's own token without the storage scope: 403 naming the scope; read-only reads but no more.
-    let t = w
-        .auth
-        .post(
-            "/api/tokens",
-            &alice_session,
-            json!({"name": "none", "scopes": scopes(&[(&format!("compute.{alice}"), &["read"])])}),
-        )
-        .await
-        .unwrap();
-    let unscoped = t.body["token"].as_str().unwrap().to_owned();
+    let unscoped = w.token(&alice_session, "none", scopes(&[(&format!("compute.{alice}"), &["read"])])).await;
     let read_only = scopes(&[(&format!("storage.{alice}.files.secret"), &["read"])]);
-    let t = w.auth.post("/api/tokens", &alice_session, json!({"name": "ro", "scopes": read_only})).await.unwrap();
-    let reader = t.body["token"].as_str().unwrap().to_owned();
+    let reader = w.token(&alice_session, "ro", read_only).await;
     w.accepted(&reader).await;
     eventually(Duration::from_secs(10), "the unscoped token to be known", || async {
         Ok((w.get("/storage/secret/doc.txt", Some(&unscoped), &[]).await.status() == StatusCode::FORBIDDEN)
@@ -433,8 +425,7 @@ async fn another_user_reaches_nothing_of_alices_with_any_kind_of_token() {
     assert_eq!(call(&w, "GET", "/storage/namespaces", Some(&reader), &None).await, StatusCode::FORBIDDEN);
     // A token that may create files but not delete them cannot destroy one by overwriting it.
     let create_only = scopes(&[(&format!("storage.{alice}.files.secret"), &["create", "read"])]);
-    let t = w.auth.post("/api/tokens", &alice_session, json!({"name": "co", "scopes": create_only})).await.unwrap();
-    let creator = t.body["token"].as_str().unwrap().to_owned();
+    let creator = w.token(&alice_session, "co", create_only).await;
     w.accepted(&creator).await;
     assert_eq!(w.upload(&creator, "/storage/secret/fresh.txt", "new").await.0, StatusCode::CREATED);
     assert_eq!(w.upload(&creator, "/storage/secret/doc.txt?overwrite=true", "gone").await.0, StatusCode::FORBIDDEN);
@@ -446,7 +437,7 @@ async fn another_user_reaches_nothing_of_alices_with_any_kind_of_token() {
     assert_eq!(status.body["chunkservers_live"], 3);
     assert!(status.body.get("active_master").is_none());
     let status = w.api.get("/storage/status", &w.admin).await.unwrap();
-    assert_eq!(status.body["active_master"], w.gfs.master_addrs[0].as_str());
+    assert_eq!(status.body["active_master"], w.gfs().master_addrs[0].as_str());
 
     // Public: anyone with the link reads; nobody else lists, writes or deletes.
     let a = w.api.put("/storage/namespaces/secret", &alice_session, json!({"visibility": "public"})).await.unwrap();
@@ -474,8 +465,67 @@ async fn another_user_reaches_nothing_of_alices_with_any_kind_of_token() {
 }
 
 #[tokio::test]
+async fn deleting_a_user_deletes_their_namespaces_and_files_from_gfs() {
+    let w = storage_world(&[]).await;
+    let (erin, token) = w.user("erin").await;
+    let (_, frank) = w.user("frank").await;
+    for ns in ["e1", "e2"] {
+        w.create_namespace(&token, ns, "private").await;
+        for i in 0..3 {
+            assert_eq!(
+                w.upload(&token, &format!("/storage/{ns}/f{i}"), piece(i, 0, 100_000)).await.0,
+                StatusCode::CREATED
+            );
+        }
+    }
+    w.create_namespace(&frank, "frank", "private").await;
+    assert_eq!(w.upload(&frank, "/storage/frank/keep", "mine").await.0, StatusCode::CREATED);
+    let chunks = w.chunks().await;
+    assert_eq!(w.blobs().await.len(), 7);
+
+    let a = w.auth.delete(&format!("/admin/users/{erin}"), &w.admin).await.unwrap();
+    assert!(a.status.is_success(), "{:?}", a.body);
+    eventually(Duration::from_secs(30), "erin's blobs to be deleted", || async {
+        Ok((w.blobs().await.len() == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(30), "GFS chunk count to drop", || async {
+        Ok((w.chunks().await <= chunks - 6).then_some(()))
+    })
+    .await
+    .unwrap();
+    let all = w.api.get("/admin/namespaces", &w.admin).await.unwrap();
+    let names: Vec<_> = all.body.as_array().unwrap().iter().map(|n| n["name"].clone()).collect();
+    assert_eq!(names, vec![json!("frank")]);
+    // The deletions are events, one per namespace, saying why.
+    let deleted = stored_events(&w, "storage.ns.*.deleted").await;
+    assert_eq!(deleted.len(), 2);
+    assert!(deleted.iter().all(|e| e["data"]["reason"] == "user_deleted" && e["data"]["files"] == 3));
+    // The names are free again.
+    let a = w.api.post("/storage/namespaces", &frank, json!({"name": "e1"})).await.unwrap();
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert_eq!(a.body["files"], 0);
+}
+
+/// The envelopes stored under `filter` in STORAGE.
+async fn stored_events(w: &World, filter: &str) -> Vec<Value> {
+    let head = edd_events::consume::stream_head(&w.env.js, "STORAGE").await.unwrap();
+    let mut out = Vec::new();
+    let mut replay = edd_events::consume::replay(&w.env.js, "STORAGE", &[filter.to_owned()], 1).await.unwrap();
+    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(2), replay.next()).await {
+        let stored = item.unwrap();
+        out.push(serde_json::from_slice(&stored.payload).unwrap());
+        if stored.pending == 0 || stored.seq >= head {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test]
 async fn quotas_and_size_limits_are_enforced_with_problem_details() {
-    let w = World::start(&[
+    let w = storage_world(&[
         ("EDD_STORAGE_QUOTA_BYTES", MIB.to_string()),
         ("EDD_STORAGE_MAX_UPLOAD_BYTES", (512 * 1024).to_string()),
     ])
@@ -555,14 +605,14 @@ async fn quotas_and_size_limits_are_enforced_with_problem_details() {
 
 #[tokio::test]
 async fn an_upload_cut_off_midway_or_killed_with_the_service_leaves_nothing_behind() {
-    let mut w = World::start(&[("EDD_STORAGE_SWEEP_GRACE_SECS", "3".to_owned())]).await;
+    let mut w = storage_world(&[("EDD_STORAGE_SWEEP_GRACE_SECS", "3".to_owned())]).await;
     let (_, token) = w.user("dave").await;
     w.create_namespace(&token, "cut", "private").await;
     assert_eq!(w.upload(&token, "/storage/cut/kept.bin", piece(1, 0, MIB)).await.0, StatusCode::CREATED);
     let baseline = w.chunks().await;
 
     // The client disconnects after 3 of 10 announced MiB.
-    let addr = w.gateway.running.url.trim_start_matches("http://").to_owned();
+    let addr = w.gateway().url.trim_start_matches("http://").to_owned();
     let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "POST /storage/cut/partial.bin HTTP/1.1\r\nhost: storage.localhost\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\n\r\n",
@@ -599,13 +649,13 @@ async fn an_upload_cut_off_midway_or_killed_with_the_service_leaves_nothing_behi
     })
     .await
     .unwrap();
-    w.storage.kill().await.unwrap();
+    w.storage_mut().kill().await.unwrap();
     let outcome = uploading.await.unwrap();
     assert!(
         outcome.as_ref().map_or(true, |s| !s.is_success()),
         "an upload whose service died was acknowledged: {outcome:?}"
     );
-    w.storage.restart().await.unwrap();
+    w.storage_mut().restart().await.unwrap();
     eventually(Duration::from_secs(30), "the orphaned blob to be swept", || async {
         Ok((w.blobs().await.len() == 1).then_some(()))
     })
@@ -626,67 +676,56 @@ async fn an_upload_cut_off_midway_or_killed_with_the_service_leaves_nothing_behi
 }
 
 #[tokio::test]
-async fn deleting_a_user_deletes_their_namespaces_and_files_from_gfs() {
-    let w = World::start(&[]).await;
-    let (erin, token) = w.user("erin").await;
-    let (_, frank) = w.user("frank").await;
-    for ns in ["e1", "e2"] {
-        w.create_namespace(&token, ns, "private").await;
-        for i in 0..3 {
-            assert_eq!(
-                w.upload(&token, &format!("/storage/{ns}/f{i}"), piece(i, 0, 100_000)).await.0,
-                StatusCode::CREATED
-            );
-        }
-    }
-    w.create_namespace(&frank, "frank", "private").await;
-    assert_eq!(w.upload(&frank, "/storage/frank/keep", "mine").await.0, StatusCode::CREATED);
-    let chunks = w.chunks().await;
-    assert_eq!(w.blobs().await.len(), 7);
+async fn an_upload_survives_a_chunkserver_killed_midway() {
+    let mut w = World::builder().storage(&[]).chunkservers(4).gateway().start().await;
+    let (_, token) = w.user("ivy").await;
+    w.create_namespace(&token, "ivy", "private").await;
 
-    let a = w.auth.delete(&format!("/admin/users/{erin}"), &w.admin).await.unwrap();
-    assert!(a.status.is_success(), "{:?}", a.body);
-    eventually(Duration::from_secs(30), "erin's blobs to be deleted", || async {
-        Ok((w.blobs().await.len() == 1).then_some(()))
-    })
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(30), "GFS chunk count to drop", || async {
-        Ok((w.chunks().await <= chunks - 6).then_some(()))
-    })
-    .await
-    .unwrap();
-    let all = w.api.get("/admin/namespaces", &w.admin).await.unwrap();
-    let names: Vec<_> = all.body.as_array().unwrap().iter().map(|n| n["name"].clone()).collect();
-    assert_eq!(names, vec![json!("frank")]);
-    // The deletions are events, one per namespace, saying why.
-    let deleted = stored_events(&w, "storage.ns.*.deleted").await;
-    assert_eq!(deleted.len(), 2);
-    assert!(deleted.iter().all(|e| e["data"]["reason"] == "user_deleted" && e["data"]["files"] == 3));
-    // The names are free again.
-    let a = w.api.post("/storage/namespaces", &frank, json!({"name": "e1"})).await.unwrap();
-    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
-    assert_eq!(a.body["files"], 0);
-}
-
-/// The envelopes stored under `filter` in STORAGE.
-async fn stored_events(w: &World, filter: &str) -> Vec<Value> {
-    let head = edd_events::consume::stream_head(&w.env.js, "STORAGE").await.unwrap();
-    let mut out = Vec::new();
-    let mut replay = edd_events::consume::replay(&w.env.js, "STORAGE", &[filter.to_owned()], 1).await.unwrap();
-    while let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(2), replay.next()).await {
-        let stored = item.unwrap();
-        out.push(serde_json::from_slice(&stored.payload).unwrap());
-        if stored.pending == 0 || stored.seq >= head {
-            break;
-        }
+    // 160 MiB, held after the first 48 until a chunkserver is dead.
+    let (reached, mut reached_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let mut digest = Context::new(&SHA256);
+    for i in 0..160 {
+        digest.update(&piece(11, i, MIB));
     }
-    out
+    let digest = hex(digest.finish().as_ref());
+    let pieces = futures_util::stream::iter(0..160u64).then(move |i| {
+        let (reached, gate) = (reached.clone(), gate.clone());
+        async move {
+            if i == 48 {
+                let _ = reached.send(()).await;
+                gate.notified().await;
+            }
+            Ok::<_, std::io::Error>(Bytes::from(piece(11, i, MIB)))
+        }
+    });
+    let req =
+        w.request(reqwest::Method::POST, "/storage/ivy/big.bin", Some(&token)).header("content-length", 160 * MIB);
+    let upload = tokio::spawn(async move {
+        let resp = req.body(reqwest::Body::wrap_stream(pieces)).send().await.unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap_or(Value::Null))
+    });
+    reached_rx.recv().await.unwrap();
+    w.gfs_mut().kill_chunkserver(1).await.unwrap();
+    release.notify_one();
+    let (status, file) = upload.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    assert_eq!(file["sha256"], digest);
+
+    let resp = w.get("/storage/ivy/big.bin", Some(&token), &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut got = Context::new(&SHA256);
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        got.update(&chunk.unwrap());
+    }
+    assert_eq!(hex(got.finish().as_ref()), digest);
 }
 
 #[tokio::test]
 async fn share_links_multipart_uploads_and_a_rebuilt_catalog() {
-    let w = World::start(&[]).await;
+    let w = storage_world(&[]).await;
     let (_, token) = w.user("gina").await;
     w.create_namespace(&token, "docs", "private").await;
 
@@ -762,7 +801,7 @@ async fn share_links_multipart_uploads_and_a_rebuilt_catalog() {
     assert_eq!(w.api.delete("/storage/docs/up/b.bin", &token).await.unwrap().status, StatusCode::NO_CONTENT);
     let before = catalog_dump(&w).await;
     let report = edd_projections::rebuild::rebuild(
-        &w.storage_db.pool,
+        &w.storage().db().pool,
         &w.env.js,
         &edd_storage::projection::CatalogProjection,
         100,
@@ -782,54 +821,32 @@ async fn catalog_dump(w: &World) -> Vec<String> {
     let mut rows = Vec::new();
     for (table, order) in [("namespaces", "ns_key"), ("files", "ns_id, file_key"), ("shares", "share_id")] {
         let sql = format!("SELECT t::text FROM storage_catalog.{table} t ORDER BY {order}");
-        let text: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&w.storage_db.pool).await.unwrap();
+        let text: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&w.storage().db().pool).await.unwrap();
         rows.extend(text.into_iter().map(|r| format!("{table}: {r}")));
     }
     rows
 }
 
-/// The next text message on a WebSocket, as JSON (pings skipped).
-async fn next_message(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-) -> Value {
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str(&text).unwrap(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected a notification, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn an_upload_is_announced_on_an_open_websocket_unless_storage_is_muted() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-    let w = World::start(&[]).await;
-    let notify = services::start_notify(&w.env, services::notify_config()).await.unwrap();
-    let gateway = services::start_gateway_to(
-        &w.env,
-        &[("auth", &w.auth_service.url), ("storage", &w.storage.url), ("notifications", &notify.running.url)],
-    )
-    .await
-    .unwrap();
+    let w = World::builder().storage(&[]).notify(services::notify_config()).gateway().start().await;
     let (hana, token) = w.user("hana").await;
-    let notes = Api::via(&gateway.running.url, "notifications.localhost");
+    let notes = w.via("notifications.localhost");
     eventually(Duration::from_secs(15), "the notification service to accept the session", || async {
         Ok((notes.get("/api/notifications/unread-count", &token).await?.status == StatusCode::OK).then_some(()))
     })
     .await
     .unwrap();
-    let mut request = format!("{}/ws/notifications", gateway.running.url.replacen("http://", "ws://", 1))
-        .into_client_request()
-        .unwrap();
+    let mut request =
+        format!("{}/ws/notifications", w.gateway().url.replacen("http://", "ws://", 1)).into_client_request().unwrap();
     request.headers_mut().insert("host", "notifications.localhost".parse().unwrap());
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
 
     w.create_namespace(&token, "hn", "private").await;
     assert_eq!(w.upload(&token, "/storage/hn/a.txt", "hello").await.0, StatusCode::CREATED);
-    let note = next_message(&mut ws).await;
+    let note = next_json(&mut ws).await;
     assert_eq!(note["title"], "File uploaded", "{note}");
     assert_eq!(note["category"], "storage");
     assert_eq!(note["scope"], "hn");
@@ -840,126 +857,9 @@ async fn an_upload_is_announced_on_an_open_websocket_unless_storage_is_muted() {
     assert_eq!(w.upload(&token, "/storage/hn/b.txt", "muted").await.0, StatusCode::CREATED);
     assert_eq!(w.api.delete("/storage/hn/a.txt", &token).await.unwrap().status, StatusCode::NO_CONTENT);
     services::publish_notification(&w.env, &hana, "Ping", "not muted", "test", None).await.unwrap();
-    let note = next_message(&mut ws).await;
+    let note = next_json(&mut ws).await;
     assert_eq!(note["title"], "Ping", "a muted storage notification arrived first: {note}");
     // They were sent (the inbox holds them), only hidden.
     let titles = services::notifications(&w.env, &hana).await.unwrap();
     assert_eq!(titles, ["File uploaded", "File uploaded", "File deleted", "Ping"]);
-}
-
-#[tokio::test]
-async fn an_upload_survives_a_chunkserver_killed_midway() {
-    let mut w = World::start_with(4, &[]).await;
-    let (_, token) = w.user("ivy").await;
-    w.create_namespace(&token, "ivy", "private").await;
-
-    // 160 MiB, held after the first 48 until a chunkserver is dead.
-    let (reached, mut reached_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let release = std::sync::Arc::new(tokio::sync::Notify::new());
-    let gate = release.clone();
-    let mut digest = Context::new(&SHA256);
-    for i in 0..160 {
-        digest.update(&piece(11, i, MIB));
-    }
-    let digest = hex(digest.finish().as_ref());
-    let pieces = futures_util::stream::iter(0..160u64).then(move |i| {
-        let (reached, gate) = (reached.clone(), gate.clone());
-        async move {
-            if i == 48 {
-                let _ = reached.send(()).await;
-                gate.notified().await;
-            }
-            Ok::<_, std::io::Error>(Bytes::from(piece(11, i, MIB)))
-        }
-    });
-    let req =
-        w.request(reqwest::Method::POST, "/storage/ivy/big.bin", Some(&token)).header("content-length", 160 * MIB);
-    let upload = tokio::spawn(async move {
-        let resp = req.body(reqwest::Body::wrap_stream(pieces)).send().await.unwrap();
-        (resp.status(), resp.json::<Value>().await.unwrap_or(Value::Null))
-    });
-    reached_rx.recv().await.unwrap();
-    w.gfs.kill_chunkserver(1).await.unwrap();
-    release.notify_one();
-    let (status, file) = upload.await.unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{file}");
-    assert_eq!(file["sha256"], digest);
-
-    let resp = w.get("/storage/ivy/big.bin", Some(&token), &[]).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut got = Context::new(&SHA256);
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        got.update(&chunk.unwrap());
-    }
-    assert_eq!(hex(got.finish().as_ref()), digest);
-}
-
-#[tokio::test]
-async fn the_cli_puts_lists_gets_resumes_shares_and_removes() {
-    let w = World::start(&[]).await;
-    let (_, session) = w.user("joan").await;
-    let edd = edd_it::gfs::edd_binary().unwrap();
-    let dir = std::env::temp_dir().join(format!("edd-storage-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let local = dir.join("data.bin");
-    let data: Vec<u8> = (0..5).flat_map(|i| piece(21, i, MIB)).collect();
-    std::fs::write(&local, &data).unwrap();
-    // `storage.localhost` does not resolve on every machine: the CLI talks to the service directly.
-    let run = async |args: &[&str]| {
-        let out = tokio::process::Command::new(&edd)
-            .args(args)
-            .env("EDD_TOKEN", &session)
-            .env("EDD_STORAGE_URL", &w.storage.url)
-            .env("EDD_AUTH_URL", "http://auth.localhost:1")
-            .env("EDD_CONFIG", "/nonexistent/edd-config.json")
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
-    let (ok, _, err) = run(&["storage", "ns", "create", "jo-files"]).await;
-    assert!(ok, "{err}");
-    let (ok, out, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
-    assert!(ok, "{err}");
-    assert!(out.contains(&sha256(&data)), "the stored sha256 is shown: {out}");
-    // Not replaced without --overwrite.
-    let (ok, _, err) = run(&["storage", "put", local.to_str().unwrap(), "jo-files/a/data.bin"]).await;
-    assert!(!ok && err.contains("exists"), "{err}");
-    let (ok, out, _) = run(&["storage", "ls", "jo-files", "--json"]).await;
-    assert!(ok);
-    let listed: Value = serde_json::from_str(&out).unwrap();
-    let files = listed.get("files").unwrap_or(&listed);
-    assert_eq!(files[0]["path"], "a/data.bin", "{out}");
-    assert_eq!(files[0]["sha256"], sha256(&data));
-
-    // A download cut short leaves a .partial; the next get resumes it and the result is exact.
-    let target = dir.join("copy.bin");
-    std::fs::write(dir.join("copy.bin.partial"), &data[..2 * MIB]).unwrap();
-    let resp = w.get("/storage/jo-files/a/data.bin", Some(&session), &[]).await;
-    std::fs::write(dir.join("copy.bin.partial.etag"), header(&resp, "etag")).unwrap();
-    drop(resp);
-    let (ok, _, err) = run(&["storage", "get", "jo-files/a/data.bin", target.to_str().unwrap()]).await;
-    assert!(ok, "{err}");
-    assert_eq!(std::fs::read(&target).unwrap(), data);
-    assert!(!dir.join("copy.bin.partial").exists());
-
-    let (ok, out, err) = run(&["storage", "share", "jo-files/a/data.bin", "--expires", "1h"]).await;
-    assert!(ok, "{err}");
-    let link = out.lines().find(|l| l.contains("/storage/shared/")).unwrap().trim().to_owned();
-    let fetched = reqwest::get(&link).await.unwrap();
-    assert_eq!(fetched.status(), StatusCode::OK);
-    assert_eq!(fetched.bytes().await.unwrap().len(), data.len());
-    let (ok, _, err) = run(&["storage", "rm", "jo-files/a/data.bin"]).await;
-    assert!(ok, "{err}");
-    let (ok, _, err) = run(&["storage", "ns", "rm", "jo-files", "--yes"]).await;
-    assert!(ok, "{err}");
-    let (ok, out, _) = run(&["storage", "ns", "ls", "--json"]).await;
-    assert!(ok);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!([]));
-    let _ = std::fs::remove_dir_all(&dir);
 }
