@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod auth;
+mod auth_credentials;
+mod auth_recovery;
 mod events;
 mod failures;
 mod gateway;
@@ -16,5 +18,11 @@ mod gfs_cluster;
 mod gfs_master;
 mod gfs_master_service;
 mod notify;
+mod notify_live;
+mod notify_recovery;
 mod projections;
 mod storage;
+mod storage_access;
+mod storage_failures;
+mod storage_limits;
+mod storage_sharing;
