@@ -181,7 +181,7 @@ fn split_target(target: &str) -> Result<(&str, &str)> {
 }
 
 /// The URL segments of a file: `prefix` then the path's own segments (each percent-encoded by
-/// [`ApiClient::url`], the slashes kept as separators).
+/// [`ApiClient::url`](crate::client::ApiClient::url), the slashes kept as separators).
 fn file_segments<'a>(prefix: &[&'a str], path: &'a str) -> Vec<&'a str> {
     prefix.iter().copied().chain(path.split('/')).collect()
 }
