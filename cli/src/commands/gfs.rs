@@ -54,7 +54,7 @@ pub struct MasterArgs {
     /// The address clients and chunkservers reach this master at [default: the listen address].
     #[arg(long, env = "EDD_GFS_ADVERTISE")]
     advertise: Option<String>,
-    /// This master's id (unique among the masters) [default: master-<listen port>].
+    /// This master's id (unique among the masters) (default: `master-<listen port>`).
     #[arg(long, env = "EDD_GFS_MASTER_ID")]
     id: Option<String>,
     #[command(flatten)]

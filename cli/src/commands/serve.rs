@@ -25,7 +25,7 @@ pub struct ServeStorageArgs {
     http: HttpArgs,
     #[command(flatten)]
     config: edd_storage::StorageConfig,
-    /// Where `edd up` keeps the GFS client secret, when EDD_GFS_CLIENT_SECRET[_FILE] is not set.
+    /// Where `edd up` keeps the GFS client secret, when `EDD_GFS_CLIENT_SECRET[_FILE]` is not set.
     #[arg(long, env = "EDD_HOME", default_value = ".edd")]
     home: std::path::PathBuf,
     /// The service's database on the server EDD_DATABASE_URL names.
