@@ -61,6 +61,9 @@ enum Command {
     /// The distributed file system: run a master or chunkserver; status, ls, stat, put, get, rm.
     #[command(subcommand)]
     Gfs(commands::gfs::GfsCommand),
+    /// The services' HTTP contracts: regenerate docs/openapi/.
+    #[command(subcommand)]
+    Api(commands::api::ApiCommand),
     /// Read models: status, rebuild, skip or resume a halted one.
     #[command(subcommand)]
     Projections(commands::projections::ProjectionsCommand),
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => commands::up::run(&cli.common, *args).await,
         Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
+        Command::Api(cmd) => commands::api::run(cmd),
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
         Command::Gfs(cmd) => commands::gfs::run(&cli.common, cmd).await,
         Command::Login(args) => commands::account::login(auth, args).await,

@@ -10,16 +10,23 @@ pub struct Service {
     pub name: &'static str,
     pub database: &'static str,
     pub projections: fn() -> Vec<Arc<dyn Projection>>,
+    /// Its HTTP contract (`docs/openapi/<name>.json`), once it has an HTTP API.
+    pub openapi: Option<fn() -> utoipa::openapi::OpenApi>,
 }
 
 /// Every service of the platform (ARCHITECTURE §6). Their projections arrive with their issues.
 pub const SERVICES: &[Service] = &[
-    Service { name: "auth", database: "auth_db", projections: edd_auth::projections },
-    Service { name: "gateway", database: "gateway_db", projections: edd_gateway::projections },
-    Service { name: "storage", database: "sfs_db", projections: edd_storage::projections },
-    Service { name: "notify", database: "notifications_db", projections: edd_notify::projections },
-    Service { name: "compute", database: "compute_db", projections: Vec::new },
-    Service { name: "registry", database: "registry_db", projections: Vec::new },
+    Service { name: "auth", database: "auth_db", projections: edd_auth::projections, openapi: None },
+    Service {
+        name: "gateway",
+        database: "gateway_db",
+        projections: edd_gateway::projections,
+        openapi: Some(edd_gateway::openapi),
+    },
+    Service { name: "storage", database: "sfs_db", projections: edd_storage::projections, openapi: None },
+    Service { name: "notify", database: "notifications_db", projections: edd_notify::projections, openapi: None },
+    Service { name: "compute", database: "compute_db", projections: Vec::new, openapi: None },
+    Service { name: "registry", database: "registry_db", projections: Vec::new, openapi: None },
 ];
 
 /// Finds `service/projection`.

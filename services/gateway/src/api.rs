@@ -6,8 +6,6 @@ use std::sync::Arc;
 use axum::{
     extract::{FromRef, State},
     http::StatusCode,
-    routing::{delete, get},
-    Router,
 };
 use edd_events::{
     catalog::gateway::{RouteCreated, RouteDeleted},
@@ -15,6 +13,7 @@ use edd_events::{
 };
 use edd_kit::{
     auth::{Authorizer, Principal},
+    openapi::{routes, ApiRouter, ToSchema},
     Committer, Json, Path, Problem,
 };
 use serde::{Deserialize, Serialize};
@@ -40,14 +39,13 @@ impl FromRef<ApiState> for Authorizer {
     }
 }
 
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/api/routes", get(list).post(create))
-        .route("/api/routes/{id}", delete(remove))
-        .with_state(state)
+/// The admin API, each route with its documentation (see `edd_kit::openapi`).
+pub fn routes() -> ApiRouter<ApiState> {
+    ApiRouter::new().routes(routes!(list, create)).routes(routes!(remove))
 }
 
-#[derive(Serialize, Deserialize)]
+/// A route: the host and path prefix it answers and where it sends requests.
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RouteView {
     #[serde(default)]
     id: String,
@@ -74,6 +72,8 @@ fn upstream_string(route: &Route) -> String {
     format!("{scheme}://{}{}", route.upstream.authority, route.upstream.base_path)
 }
 
+/// Every route: the built-in ones (one per platform host) and those added through this API.
+#[utoipa::path(get, path = "/api/routes", tag = "routes", responses((status = 200, body = Vec<RouteView>)))]
 async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Json<Vec<RouteView>>, Problem> {
     principal.require_admin()?;
     let mut views: Vec<RouteView> = state
@@ -103,6 +103,8 @@ async fn list(State(state): State<ApiState>, principal: Principal) -> Result<Jso
     Ok(Json(views))
 }
 
+/// Adds a route; it is live when this answers.
+#[utoipa::path(post, path = "/api/routes", tag = "routes", request_body = RouteView, responses((status = 201, body = RouteView)))]
 async fn create(
     State(state): State<ApiState>,
     principal: Principal,
@@ -139,6 +141,14 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Deletes a route added through this API (built-in routes cannot be deleted).
+#[utoipa::path(
+    delete,
+    path = "/api/routes/{id}",
+    tag = "routes",
+    params(("id" = String, Path, description = "the route's id")),
+    responses((status = 204, description = "deleted; no longer routed"))
+)]
 async fn remove(
     State(state): State<ApiState>,
     principal: Principal,

@@ -108,6 +108,11 @@ impl Listeners {
     }
 }
 
+/// The admin API's HTTP contract (`GET /openapi.json` on the gateway's host, `docs/openapi/gateway.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    edd_kit::openapi::document("gateway", api::routes().split_for_parts().1)
+}
+
 /// Runs the gateway on `listeners` until `shutdown`.
 pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool } = deps;
@@ -148,7 +153,8 @@ pub async fn run(config: GatewayConfig, deps: Deps, listeners: Listeners, shutdo
         builtin: Arc::new(builtin),
         admin_host: format!("gateway.{}", config.base_domain),
     };
-    let admin_app = App::new("gateway", metrics).router(api::router(state)).build();
+    let (admin_routes, _) = api::routes().with_state(state).split_for_parts();
+    let admin_app = App::new("gateway", metrics).router(admin_routes).openapi(openapi()).build();
     let admin_server = tokio::spawn(edd_kit::shutdown::serve(admin, admin_app, shutdown.wait()));
     let mut tasks = Vec::new();
     let limits = server::Limits {

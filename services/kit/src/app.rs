@@ -18,7 +18,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds a service's [`Router`].
 ///
-/// The result serves `GET /healthz`, `GET /readyz` and `GET /metrics` besides the service's own
+/// The result serves `GET /healthz`, `GET /readyz`, `GET /metrics` (and `GET /openapi.json` when
+/// given) besides the service's own
 /// routes (which must not reuse those paths), and answers unknown paths with a problem+json 404.
 pub struct App {
     service: &'static str,
@@ -27,6 +28,7 @@ pub struct App {
     checks: Vec<ReadinessCheck>,
     body_limit: usize,
     request_timeout: Duration,
+    openapi: Option<utoipa::openapi::OpenApi>,
 }
 
 impl App {
@@ -38,12 +40,20 @@ impl App {
             checks: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_TIMEOUT,
+            openapi: None,
         }
     }
 
     /// The service's own routes; called again, the routers are merged.
     pub fn router(mut self, router: Router) -> Self {
         self.router = self.router.merge(router);
+        self
+    }
+
+    /// The service's HTTP contract, served at `GET /openapi.json` (public, like the probes: it is
+    /// documentation, and names nothing about any user). Make it with [`crate::openapi::document`].
+    pub fn openapi(mut self, document: utoipa::openapi::OpenApi) -> Self {
+        self.openapi = Some(document);
         self
     }
 
@@ -77,8 +87,18 @@ impl App {
     pub fn build(self) -> Router {
         // `Router::layer` wraps each route after routing, so the matched route is known to the
         // metrics; the last layer added runs first.
-        probes::router(self.service, self.checks, self.metrics.clone())
-            .merge(self.router)
+        let mut router = probes::router(self.service, self.checks, self.metrics.clone()).merge(self.router);
+        if let Some(document) = self.openapi {
+            let body = axum::body::Bytes::from(crate::openapi::to_json(&document));
+            router = router.route(
+                "/openapi.json",
+                axum::routing::get(move || {
+                    let body = body.clone();
+                    async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) }
+                }),
+            );
+        }
+        router
             .layer(DefaultBodyLimit::max(self.body_limit))
             .layer(from_fn(middleware::problem_errors))
             .layer(from_fn(middleware::catch_panic))

@@ -8,6 +8,7 @@ pub mod config;
 mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 mod probes;
 pub mod problem;
 pub mod shutdown;

@@ -17,18 +17,21 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 ///
 /// Extension members must not reuse the standard member names (`type`, `title`, `status`,
 /// `detail`, `instance`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type", default = "about_blank")]
     pub type_uri: String,
     pub title: String,
     #[serde(with = "status_code")]
+    #[schema(value_type = u16)]
     pub status: StatusCode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Members naming what went wrong (`field`, `quota_bytes`, …); other members are allowed.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: Map<String, Value>,
     /// Seconds for the `Retry-After` header; a header, so not part of the body.
     #[serde(skip)]
