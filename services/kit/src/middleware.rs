@@ -104,8 +104,12 @@ pub(crate) async fn timeout(State(limit): State<Duration>, request: Request, nex
     }
 }
 
+/// The longest plain-text error body [`problem_errors`] turns into a problem's detail.
+const MAX_REJECTION_BYTES: usize = 4096;
+
 /// Gives error responses axum makes itself (no route, wrong method, body too large, bare
-/// `StatusCode`s from handlers) a problem+json body, so clients see one error shape.
+/// `StatusCode`s from handlers, extractor rejections in plain text) a problem+json body, so
+/// clients see one error shape.
 pub(crate) async fn problem_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
@@ -118,6 +122,19 @@ pub(crate) async fn problem_errors(request: Request, next: Next) -> Response {
     }
     let is_empty =
         response.headers().get(header::CONTENT_TYPE).is_none() && response.body().size_hint().exact() == Some(0);
+    let is_rejection = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"))
+        && response.body().size_hint().exact().is_some_and(|n| n <= MAX_REJECTION_BYTES as u64);
+    if is_rejection {
+        // An extractor's rejection (a WebSocket upgrade without `Upgrade`, a bad multipart body):
+        // axum writes those as short plain text; the client gets the same words as a problem.
+        let (_, body) = response.into_parts();
+        let text = axum::body::to_bytes(body, MAX_REJECTION_BYTES).await.unwrap_or_default();
+        return Problem::new(status).with_detail(String::from_utf8_lossy(&text).into_owned()).into_response();
+    }
     if !is_empty {
         // A body the handler chose to send is left alone.
         return response;

@@ -76,6 +76,13 @@ pub fn document(service: &str, mut api: OpenApi) -> OpenApi {
             for (status, description) in PROBLEMS {
                 operation.responses.responses.entry((*status).into()).or_insert_with(|| problem_response(description));
             }
+            if operation.request_body.is_some() {
+                operation
+                    .responses
+                    .responses
+                    .entry("415".into())
+                    .or_insert_with(|| problem_response("the body is not of a media type the operation takes"));
+            }
         }
     }
     api

@@ -20,6 +20,7 @@ fn routes() -> Router {
         .route("/panic", get(panics))
         .route("/slow", get(|| async { tokio::time::sleep(Duration::from_secs(5)).await }))
         .route("/gone", get(|| async { StatusCode::GONE }))
+        .route("/rejected", get(|| async { (StatusCode::BAD_REQUEST, "Connection header did not include 'upgrade'") }))
 }
 
 async fn panics() -> &'static str {
@@ -168,4 +169,14 @@ async fn panic_is_problem_500_without_message() {
 async fn slow_handler_times_out_with_problem_503() {
     let router = App::new("test", Metrics::new()).router(routes()).request_timeout(Duration::from_millis(50)).build();
     problem(get_path(&router, "/slow").await, StatusCode::SERVICE_UNAVAILABLE).await;
+}
+
+#[tokio::test]
+async fn a_plain_text_rejection_becomes_a_problem_with_its_words() {
+    let response = get_path(&app(), "/rejected").await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(crate::problem::is_problem(&response), "{:?}", response.headers());
+    let json: Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(json["status"], 400);
+    assert_eq!(json["detail"], "Connection header did not include 'upgrade'");
 }
