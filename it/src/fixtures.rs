@@ -24,8 +24,11 @@ pub fn user(n: usize, display_name: &str) -> UserCreated {
     }
 }
 
+/// `e` as its owner publishes it (the catalog's publisher of its subject), so consumers that check
+/// an event's origin take it.
 pub fn envelope<E: Event>(e: E) -> Envelope<E> {
-    Envelope::new("it", e)
+    let source = edd_events::catalog::publishers::publisher_of(e.subject().as_str()).unwrap_or("it");
+    Envelope::new(source, e)
 }
 
 /// Records every application of every event, without any de-duplication of its own: if the runner

@@ -144,10 +144,8 @@ async fn apply(
     state: &mut Replayed,
 ) -> Result<(), RebuildError> {
     let kept: Vec<_> = batch.iter().filter(|m| skips.binary_search(&m.seq).is_err()).cloned().collect();
-    let (events, poison) = runner::parse_prefix(&kept);
-    if let Some((seq, _, error)) = poison {
-        return Err(RebuildError::Poison { seq, error });
-    }
+    // Quarantined messages are passed over here as in the live runner (which recorded them).
+    let (events, _foreign) = runner::sort_batch(&kept);
     let mut savepoint = conn.begin().await?;
     store::set_search_path(&mut savepoint, shadow).await?;
     let skipped = projection

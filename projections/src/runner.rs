@@ -8,7 +8,7 @@ use std::{
 
 use async_nats::jetstream;
 use edd_events::{
-    catalog::logs::ErrorLogged,
+    catalog::{logs::ErrorLogged, publishers::check},
     consume::{self, Stored},
     Envelope, EventStore, RawEvent, Token,
 };
@@ -278,9 +278,14 @@ impl Runner {
                     }
                 };
                 let started = Instant::now();
-                let (events, poison) = parse_prefix(&batch);
-                if !events.is_empty() {
-                    match self.apply_batch(&mut conn, position, &events, rate).await {
+                let (events, foreign) = sort_batch(&batch);
+                for message in &foreign {
+                    self.quarantine(message).await;
+                }
+                // The checkpoint moves past quarantined messages too, so none is met twice.
+                let upto = batch.last().map_or(position, |m| m.seq);
+                if !events.is_empty() || upto > position {
+                    match self.apply_batch(&mut conn, position, &events, upto, rate).await {
                         Ok(BatchResult::Committed(p)) => {
                             let secs = started.elapsed().as_secs_f64().max(1e-6);
                             rate = 0.8 * rate + 0.2 * (events.len() as f64 / secs);
@@ -291,33 +296,28 @@ impl Runner {
                         Err(e) if e.is_infrastructure() => return Err(into_sqlx(e)),
                         Err(_) => {
                             // Find the event that fails, committing the good ones before it.
-                            match self.apply_singly(&mut conn, position, &events, shutdown).await? {
+                            match self.apply_singly(&mut conn, position, &events, upto, shutdown).await? {
                                 Some(Term::Shutdown) => return Ok(Term::Shutdown),
                                 None => continue 'replay,
                             }
                         }
                     }
                 }
-                if let Some((seq, subject, error)) = poison {
-                    self.halt(&mut conn, seq, &subject, None, &error).await?;
-                    if self.wait_resumed(&mut conn, shutdown).await?.is_some() {
-                        return Ok(Term::Shutdown);
-                    }
-                    continue 'replay;
-                }
             }
         }
     }
 
-    /// Applies `events` and advances the checkpoint from `expected` in one transaction.
+    /// Applies `events` and advances the checkpoint from `expected` to `upto` (at least the last
+    /// event's sequence) in one transaction.
     fn apply_batch<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         expected: u64,
         events: &'a [RawEvent],
+        upto: u64,
         rate: f64,
     ) -> BoxFuture<'a, Result<BatchResult, ApplyError>> {
-        Box::pin(self.apply_batch_inner(conn, expected, events, rate))
+        Box::pin(self.apply_batch_inner(conn, expected, events, upto, rate))
     }
 
     async fn apply_batch_inner(
@@ -325,20 +325,24 @@ impl Runner {
         conn: &mut PgConnection,
         expected: u64,
         events: &[RawEvent],
+        upto: u64,
         rate: f64,
     ) -> Result<BatchResult, ApplyError> {
-        let Some(last) = events.last() else { return Ok(BatchResult::Committed(expected)) };
+        let upto = events.last().map_or(upto, |last| upto.max(last.stream_seq));
+        if upto <= expected && events.is_empty() {
+            return Ok(BatchResult::Committed(expected));
+        }
         let mut tx = conn.begin().await?;
         let row = store::lock_row(&mut tx, self.name()).await?.ok_or(sqlx::Error::RowNotFound)?;
         if row.position != expected || row.state != "running" {
             return Ok(BatchResult::Moved);
         }
         store::set_search_path(&mut tx, &schema_name(self.name())).await?;
-        let skipped = self.projection.apply_batch(&mut tx, events).await?;
+        let skipped = if events.is_empty() { 0 } else { self.projection.apply_batch(&mut tx, events).await? };
         let applied = events.len() as u64 - skipped;
-        store::advance(&mut tx, self.name(), last.stream_seq, applied, skipped, rate).await?;
+        store::advance(&mut tx, self.name(), upto, applied, skipped, rate).await?;
         tx.commit().await?;
-        Ok(BatchResult::Committed(last.stream_seq))
+        Ok(BatchResult::Committed(upto))
     }
 
     /// Applies events one per transaction, retrying a failing one with backoff, then halting on it.
@@ -348,13 +352,14 @@ impl Runner {
         conn: &mut PgConnection,
         mut position: u64,
         events: &[RawEvent],
+        upto: u64,
         shutdown: &mut Shutdown,
     ) -> Result<Option<Term>, sqlx::Error> {
         for event in events {
             let mut backoff = self.config.retry_backoff;
             let mut attempt = 1;
             loop {
-                match self.apply_batch(conn, position, std::slice::from_ref(event), 0.0).await {
+                match self.apply_batch(conn, position, std::slice::from_ref(event), event.stream_seq, 0.0).await {
                     Ok(BatchResult::Committed(p)) => {
                         position = p;
                         self.position.send_if_modified(|cur| bump(cur, p));
@@ -378,7 +383,71 @@ impl Runner {
                 }
             }
         }
-        Ok(None)
+        // Quarantined messages after the last event: move past them too.
+        match self.apply_batch(conn, position, &[], upto, 0.0).await {
+            Ok(BatchResult::Committed(p)) => {
+                self.position.send_if_modified(|cur| bump(cur, p));
+                Ok(None)
+            }
+            Ok(BatchResult::Moved) => Ok(None),
+            Err(e) => Err(into_sqlx(e)),
+        }
+    }
+
+    /// A message that is not an event of ours: recorded (a dead letter with its origin, the log,
+    /// `log.error.projections`) and passed over. It never halts the projection: whoever can write
+    /// to a subject must not be able to stop its readers.
+    async fn quarantine(&self, message: &Quarantined) {
+        let name = self.name();
+        tracing::error!(
+            projection = name,
+            seq = message.seq,
+            subject = message.subject,
+            reason = message.reason,
+            "quarantined a message that is not an event of ours"
+        );
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(consume::dead_letter_headers::SUBJECT, message.subject.as_str());
+        headers.insert(consume::dead_letter_headers::SEQUENCE, message.seq.to_string().as_str());
+        headers.insert(consume::dead_letter_headers::STREAM, self.projection.stream());
+        let one_line: String = message.reason.replace(['\r', '\n'], " ").chars().take(512).collect();
+        headers.insert(consume::dead_letter_headers::ERROR, one_line.as_str());
+        // One dead letter per (projection, sequence) while the server remembers the id.
+        headers
+            .insert(async_nats::header::NATS_MESSAGE_ID, format!("q-{}-{}", schema_name(name), message.seq).as_str());
+        let subject = format!("deadletter.{}", schema_name(name));
+        let recorded = match self.js.publish_with_headers(subject, headers, message.payload.clone()).await {
+            Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = recorded {
+            tracing::warn!(projection = name, seq = message.seq, error = %e, "could not dead-letter a quarantined message");
+        }
+        let mut attributes = std::collections::BTreeMap::new();
+        attributes.insert("projection".to_owned(), name.to_owned());
+        attributes.insert("seq".to_owned(), message.seq.to_string());
+        attributes.insert("subject".to_owned(), message.subject.clone());
+        self.raise(
+            format!("projection {name} quarantined the message at sequence {}: {}", message.seq, message.reason),
+            attributes,
+        )
+        .await;
+    }
+
+    /// Raises `message` as `log.error.projections`; best effort with a short leash.
+    async fn raise(&self, message: String, attributes: std::collections::BTreeMap<String, String>) {
+        let alert = ErrorLogged {
+            source: Token::new("projections").unwrap_or_else(|_| Token::random()),
+            level: "ERROR".into(),
+            message,
+            timestamp: time::OffsetDateTime::now_utc(),
+            attributes,
+        };
+        let events = EventStore::new(self.js.clone())
+            .with_retry(edd_events::store::RetryPolicy { attempts: 2, ..Default::default() });
+        if let Err(e) = events.publish(&Envelope::new("projections", alert)).await {
+            tracing::warn!(error = %e, "could not raise log.error.projections");
+        }
     }
 
     /// Records the failure, raises it as `log.error.projections`, and stops applying.
@@ -408,19 +477,8 @@ impl Runner {
         if let Some(ty) = ty {
             attributes.insert("type".to_owned(), ty.to_owned());
         }
-        let alert = ErrorLogged {
-            source: Token::new("projections").unwrap_or_else(|_| Token::random()),
-            level: "ERROR".into(),
-            message: format!("projection {name} halted at sequence {seq}: {error}"),
-            timestamp: time::OffsetDateTime::now_utc(),
-            attributes,
-        };
-        // Best effort with a short leash: the halt is recorded in PostgreSQL either way.
-        let events = EventStore::new(self.js.clone())
-            .with_retry(edd_events::store::RetryPolicy { attempts: 2, ..Default::default() });
-        if let Err(e) = events.publish(&Envelope::new("projections", alert)).await {
-            tracing::warn!(error = %e, "could not raise log.error.projections");
-        }
+        // The halt is recorded in PostgreSQL either way.
+        self.raise(format!("projection {name} halted at sequence {seq}: {error}"), attributes).await;
         Ok(())
     }
 
@@ -485,16 +543,31 @@ where
     Ok(batch)
 }
 
-/// Parses messages up to the first malformed one, which is returned separately as poison.
-pub(crate) fn parse_prefix(batch: &[Stored]) -> (Vec<RawEvent>, Option<(u64, String, String)>) {
+/// A stored message that is not an event of ours (see [`edd_events::catalog::publishers::check`]).
+pub(crate) struct Quarantined {
+    pub seq: u64,
+    pub subject: String,
+    pub reason: String,
+    pub payload: bytes::Bytes,
+}
+
+/// Splits a batch into the events to apply and the messages to quarantine. Deterministic: every
+/// replay and every rebuild sorts the same messages the same way.
+pub(crate) fn sort_batch(batch: &[Stored]) -> (Vec<RawEvent>, Vec<Quarantined>) {
     let mut events = Vec::with_capacity(batch.len());
+    let mut foreign = Vec::new();
     for msg in batch {
-        match RawEvent::parse(msg.seq, &msg.subject, &msg.payload) {
+        match check(msg.seq, &msg.subject, &msg.payload) {
             Ok(e) => events.push(e),
-            Err(e) => return (events, Some((msg.seq, msg.subject.clone(), e.to_string()))),
+            Err(reason) => foreign.push(Quarantined {
+                seq: msg.seq,
+                subject: msg.subject.clone(),
+                reason: reason.to_string(),
+                payload: msg.payload.clone(),
+            }),
         }
     }
-    (events, None)
+    (events, foreign)
 }
 
 /// Follows other replicas' commits so `wait_for` works on standbys too.

@@ -11,6 +11,7 @@ pub mod gfs;
 pub mod inbox;
 pub mod logs;
 pub mod notify;
+pub mod publishers;
 pub mod storage;
 
 use schemars::JsonSchema;
@@ -48,6 +49,8 @@ pub struct EventInfo {
     pub name: String,
     /// Adds the payload's schema to a generator and returns a reference to it.
     pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Whether a payload decodes as this type (the error says why not).
+    pub decodes: fn(&serde_json::Value) -> Result<(), String>,
 }
 
 impl EventInfo {
@@ -59,8 +62,26 @@ impl EventInfo {
             summary: E::SUMMARY,
             name: E::schema_name().into_owned(),
             schema: |generator| generator.subschema_for::<E>(),
+            decodes: |data| E::deserialize(data).map(drop).map_err(|e| e.to_string()),
         }
     }
+
+    /// The subject pattern as a NATS filter: each `{placeholder}` token becomes `*`.
+    pub fn filter(&self) -> String {
+        self.subject_pattern
+            .split('.')
+            .map(|token| if token.starts_with('{') { "*" } else { token })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// The catalog's entry for CloudEvents type `ty`, looked up in a table built once (consumers check
+/// every message they read against it).
+pub fn lookup(ty: &str) -> Option<&'static EventInfo> {
+    static BY_TYPE: std::sync::OnceLock<std::collections::HashMap<&'static str, EventInfo>> =
+        std::sync::OnceLock::new();
+    BY_TYPE.get_or_init(|| all().into_iter().map(|info| (info.ty, info)).collect()).get(ty)
 }
 
 /// Every event type in the catalog, in a stable order.

@@ -350,6 +350,12 @@ impl MasterState {
     // ---- queries ----------------------------------------------------------------------------------
 
     /// Stream sequence of the last applied event; a follower resumes after it.
+    /// Moves past stream sequence `seq` without a change: a message in the log that is not an event
+    /// of ours still occupies its place, and the next append is fenced on the log's last sequence.
+    pub fn pass_over(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

@@ -62,7 +62,7 @@ fn payload_user(i: usize) -> UserCreated {
 }
 
 async fn raw_publish_throughput(env: &TestEnv, n: usize) -> anyhow::Result<f64> {
-    let bytes: bytes::Bytes = serde_json::to_vec(&Envelope::new("bench", payload_user(0)))?.into();
+    let bytes: bytes::Bytes = serde_json::to_vec(&edd_it::fixtures::envelope(payload_user(0)))?.into();
     let started = Instant::now();
     stream::iter(0..n)
         .map(|i| {
@@ -82,7 +82,9 @@ async fn append_throughput(env: &TestEnv, n: usize) -> anyhow::Result<f64> {
     stream::iter(0..n)
         .map(|i| {
             let store = store.clone();
-            async move { store.append_one(&Envelope::new("bench", payload_user(1_000_000 + i)), Expected::NoStream).await }
+            async move {
+                store.append_one(&edd_it::fixtures::envelope(payload_user(1_000_000 + i)), Expected::NoStream).await
+            }
         })
         .buffer_unordered(IN_FLIGHT)
         .for_each(|r| async move { r.map(|_| ()).unwrap_or_else(|e| panic!("append failed: {e}")) })
@@ -97,7 +99,7 @@ fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
 }
 
 async fn raw_publish_latency(env: &TestEnv, n: usize) -> anyhow::Result<(f64, f64)> {
-    let bytes: bytes::Bytes = serde_json::to_vec(&Envelope::new("bench", payload_user(0)))?.into();
+    let bytes: bytes::Bytes = serde_json::to_vec(&edd_it::fixtures::envelope(payload_user(0)))?.into();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
@@ -111,7 +113,7 @@ async fn append_latency(env: &TestEnv, n: usize) -> anyhow::Result<(f64, f64)> {
     let store = env.events();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let event = Envelope::new("bench", payload_user(2_000_000 + i));
+        let event = edd_it::fixtures::envelope(payload_user(2_000_000 + i));
         let t = Instant::now();
         store.append_one(&event, Expected::NoStream).await?;
         samples.push(t.elapsed().as_secs_f64() * 1e6);
@@ -126,7 +128,7 @@ async fn seed_users(env: &TestEnv, n: usize) -> anyhow::Result<usize> {
         .map(|i| {
             let store = store.clone();
             async move {
-                let out = Outgoing::encode(&Envelope::new("bench", payload_user(3_000_000 + i)))?;
+                let out = Outgoing::encode(&edd_it::fixtures::envelope(payload_user(3_000_000 + i)))?;
                 let agg = edd_events::Event::aggregate(&payload_user(3_000_000 + i))
                     .ok_or_else(|| anyhow::anyhow!("no aggregate"))?;
                 store.append(&agg, Expected::Any, &[out]).await?;
@@ -186,7 +188,7 @@ async fn visible_latency(env: &TestEnv, n: usize) -> anyhow::Result<(f64, f64)> 
     let mut waits = Vec::with_capacity(n);
     for i in 0..n {
         tick.tick().await;
-        let event = Envelope::new("bench", fixtures::user(4_000_000 + i, "live"));
+        let event = edd_it::fixtures::envelope(fixtures::user(4_000_000 + i, "live"));
         let started = Instant::now();
         let seq = store.append_one(&event, Expected::NoStream).await?;
         let handle = handle.clone();

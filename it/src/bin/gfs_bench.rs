@@ -259,7 +259,7 @@ async fn restart(
             namespace: "bench".into(),
             path: format!("/million/{:03}/{n:07}.bin", n % 1000),
         };
-        let envelope = Envelope::new("gfs-bench", created);
+        let envelope = Envelope::new("gfs-master/bench", created);
         let outgoing = edd_events::store::Outgoing::encode(&envelope)?;
         acks.push(js.publish(outgoing.subject.as_str().to_owned(), outgoing.bytes.clone()).await?);
         if acks.len() >= 4096 {

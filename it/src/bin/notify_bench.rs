@@ -160,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
             scope: None,
         };
         let store = store.clone();
-        acks.push(tokio::spawn(async move { store.publish(&Envelope::new("bench", note)).await }));
+        acks.push(tokio::spawn(async move { store.publish(&edd_it::fixtures::envelope(note)).await }));
     }
     let mut failed = 0;
     for ack in acks {

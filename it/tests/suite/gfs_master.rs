@@ -18,7 +18,7 @@ where
 {
     let meta: MetaEvent = event.clone().into();
     state.check(&meta).expect("a command appends only events that apply");
-    let envelope = Envelope::new("gfs", event);
+    let envelope = Envelope::new("gfs-master/test", event);
     let expected = match state.last_seq() {
         0 => Expected::NoStream,
         seq => Expected::Exactly(seq),
@@ -74,7 +74,7 @@ async fn metadata_round_trips_through_jetstream_and_stale_writers_are_fenced() {
     commit(&store, &mut master, ev::ChunkDeleted { handle: handle.0 }).await.expect("forget garbage");
 
     // A master that missed the last event (deposed, or racing) cannot append: the stream refuses it.
-    let late = Envelope::new("gfs", ev::LengthSet { file_id: tok("f2"), length: 8192 });
+    let late = Envelope::new("gfs-master/test", ev::LengthSet { file_id: tok("f2"), length: 8192 });
     let stale = store
         .append(
             &ev::metadata_log(),

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use edd_events::{Expected, Token};
+use edd_events::{Envelope, Expected, Token};
 use edd_it::{eventually, fixtures, TestEnv};
 use edd_projections::{admin, rebuild, status, Projection, Runner, RunnerConfig};
 use sqlx::Row;
@@ -134,7 +134,7 @@ async fn poison_event_halts_until_skipped_and_the_skip_is_recorded() {
 }
 
 #[tokio::test]
-async fn halted_projection_resumes_once_fixed_and_malformed_json_halts_too() {
+async fn halted_projection_resumes_once_fixed_and_messages_not_of_ours_are_quarantined() {
     let env = TestEnv::new().await.unwrap();
     let store = env.events();
     let projection = Arc::new(fixtures::UsersProjection::new("it/users"));
@@ -146,14 +146,46 @@ async fn halted_projection_resumes_once_fixed_and_malformed_json_halts_too() {
     handle.wait_for(bad, Duration::from_secs(10)).await.unwrap();
     assert_eq!(users(&env, "it_users").await[0].2, "poison");
 
-    // Bytes that are not an envelope at all: a clear failure naming the sequence, then an explicit skip.
-    let ack = env.js.publish("auth.user.zz.created", "{not json".into()).await.unwrap().await.unwrap();
-    let s = halted(&env, "it/users").await;
-    assert_eq!(s.failed_seq, Some(ack.sequence));
-    assert!(s.failed_error.unwrap().contains("not a CloudEvents envelope"));
-    admin::skip(&env.db.pool, "it/users", ack.sequence, "bob", "garbage from a test publisher").await.unwrap();
+    // Bytes that are not an envelope, an envelope from a component that does not own the subject,
+    // and a payload that is not of its type: none is an event of ours. Each is quarantined (a dead
+    // letter naming where it came from) and passed over; the projection never halts on them.
+    let garbage = env.js.publish("auth.user.zz.created", "{not json".into()).await.unwrap().await.unwrap().sequence;
+    let forged = Envelope::new("storage", fixtures::user(3, "forged"));
+    let forged = env.js.publish("auth.user.u3.created", serde_json::to_vec(&forged).unwrap().into()).await.unwrap();
+    let forged = forged.await.unwrap().sequence;
+    let mut wrong = serde_json::to_value(fixtures::envelope(fixtures::user(4, "x"))).unwrap();
+    wrong["data"] = serde_json::json!({"user_id": 4});
+    let wrong = env.js.publish("auth.user.u4.created", serde_json::to_vec(&wrong).unwrap().into()).await.unwrap();
+    let wrong = wrong.await.unwrap().sequence;
     let next = store.append_one(&fixtures::envelope(fixtures::user(2, "Bo")), Expected::NoStream).await.unwrap();
     handle.wait_for(next, Duration::from_secs(10)).await.unwrap();
+    let names: Vec<String> = users(&env, "it_users").await.into_iter().map(|u| u.2).collect();
+    assert_eq!(names, ["poison", "Bo"], "only our events are applied");
+    let s = try_status(&env, "it/users").await.unwrap().unwrap();
+    assert_eq!(s.state, "running");
+
+    // The dead letters: the original sequence and why, for each of the three.
+    let reasons = eventually(Duration::from_secs(10), "three dead letters", || async {
+        let dead = env.js.get_stream("DEADLETTER").await?;
+        let state = dead.cached_info().state.clone();
+        let mut reasons = std::collections::BTreeMap::new();
+        for n in state.first_sequence..=state.last_sequence {
+            let Ok(m) = dead.get_raw_message(n).await else { continue };
+            if m.subject.as_str() != "deadletter.it_users" {
+                continue;
+            }
+            let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default();
+            reasons.insert(header("Edd-Original-Sequence"), header("Edd-Error"));
+        }
+        Ok((reasons.len() >= 3).then_some(reasons))
+    })
+    .await
+    .unwrap();
+    for (seq, why) in [(garbage, "not a CloudEvents envelope"), (forged, "may not publish"), (wrong, "does not decode")]
+    {
+        let reason = reasons.get(&seq.to_string()).unwrap_or_else(|| panic!("no dead letter for {seq}: {reasons:?}"));
+        assert!(reason.contains(why), "{seq}: {reason}");
+    }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use edd_events::catalog::gfs as ev;
 use edd_events::consume::{replay, stream_head, Stored};
 use edd_events::store::{AppendError, Outgoing};
-use edd_events::{Envelope, EventStore, Expected, RawEvent};
+use edd_events::{Envelope, EventStore, Expected};
 use futures_util::{Stream, StreamExt};
 use time::OffsetDateTime;
 use tokio::sync::RwLock;
@@ -112,8 +112,17 @@ pub(super) fn apply_stored(state: &mut MasterState, stored: &Stored) -> Result<b
     if stored.seq <= state.last_seq() {
         return Ok(false);
     }
-    let raw = RawEvent::parse(stored.seq, &stored.subject, &stored.payload)
-        .map_err(|e| FollowError::Broken(format!("GFS event at sequence {} is not an event: {e}", stored.seq)))?;
+    let raw = match edd_events::catalog::publishers::check(stored.seq, &stored.subject, &stored.payload) {
+        Ok(raw) => raw,
+        Err(foreign) => {
+            // Not an event of ours (garbage, or not from a GFS master): passed over the same way
+            // by every master and every replay, so it can neither change the metadata nor stop
+            // the master from taking changes.
+            tracing::error!(seq = stored.seq, subject = stored.subject, reason = %foreign, "GFS log: passed over a message that is not an event of ours");
+            state.pass_over(stored.seq);
+            return Ok(false);
+        }
+    };
     state.apply(stored.seq, &raw).map_err(|e| FollowError::Broken(e.to_string()))?;
     Ok(true)
 }

@@ -488,8 +488,9 @@ async fn fast_revocations(inner: Arc<Inner>, client: async_nats::Client, handle:
             msg = messages.next() => match msg { Some(m) => m, None => return },
             changed = stopped.changed() => match changed { Ok(()) => continue, Err(_) => return },
         };
-        // The stream sequence is unknown on this path; it is only used for logging.
-        let Ok(event) = RawEvent::parse(0, msg.subject.as_str(), &msg.payload) else { continue };
+        // The stream sequence is unknown on this path; it is only used for logging. Only auth's
+        // own events count: a forged revocation must not log anyone out.
+        let Ok(event) = edd_events::catalog::publishers::check(0, msg.subject.as_str(), &msg.payload) else { continue };
         apply_revocation(&inner, &event);
     }
 }
