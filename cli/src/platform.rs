@@ -24,7 +24,12 @@ pub const SERVICES: &[Service] = &[
         openapi: Some(edd_gateway::openapi),
     },
     Service { name: "storage", database: "sfs_db", projections: edd_storage::projections, openapi: None },
-    Service { name: "notify", database: "notifications_db", projections: edd_notify::projections, openapi: None },
+    Service {
+        name: "notify",
+        database: "notifications_db",
+        projections: edd_notify::projections,
+        openapi: Some(edd_notify::openapi),
+    },
     Service { name: "compute", database: "compute_db", projections: Vec::new, openapi: None },
     Service { name: "registry", database: "registry_db", projections: Vec::new, openapi: None },
 ];

@@ -3,20 +3,20 @@
 //! API tokens need `notifications.<user>.inbox` with `read` (lists, counts, live) or `update`
 //! (read marks, mutes).
 
-use axum::{
-    body::Bytes,
-    extract::State,
-    http::StatusCode,
-    routing::{get, post},
-    Router,
-};
+use axum::{body::Bytes, extract::State, http::StatusCode};
 use edd_events::catalog::inbox::{MuteRemoved, MuteSet, NotificationsRead};
-use edd_kit::{auth::Principal, Json, Problem};
-use edd_kit::{Path, Query};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use edd_kit::{
+    auth::Principal,
+    openapi::{routes, ApiRouter, IntoParams, ToSchema},
+    Json, Path, Problem, Query,
+};
+use serde::{Deserialize, Serialize};
 
-use crate::{live, queries, state::AppState};
+use crate::{
+    live,
+    queries::{self, Item, Mute},
+    state::AppState,
+};
 
 /// Default and largest page of `GET /api/notifications`.
 pub const DEFAULT_LIMIT: i64 = 50;
@@ -24,16 +24,16 @@ pub const MAX_LIMIT: i64 = 200;
 /// Longest mute scope, in characters.
 pub const MAX_SCOPE_CHARS: usize = 128;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/notifications", get(list))
-        .route("/api/notifications/unread-count", get(unread_count))
-        .route("/api/notifications/read-all", post(read_all))
-        .route("/api/notifications/{id}/read", post(read_one))
-        .route("/api/notifications/mutes", get(mutes).put(mute).delete(unmute))
-        .route("/ws/notifications", get(live::websocket))
-        .route("/sse/notifications", get(live::sse))
-        .with_state(state)
+/// The API, each route with its documentation (see `edd_kit::openapi`): one `routes!` per path.
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(unread_count))
+        .routes(routes!(read_all))
+        .routes(routes!(read_one))
+        .routes(routes!(mutes, mute, unmute))
+        .routes(routes!(live::websocket))
+        .routes(routes!(live::sse))
 }
 
 /// The caller may do `action` on their own inbox.
@@ -41,10 +41,40 @@ pub fn require(principal: &Principal, action: &str) -> Result<(), Problem> {
     principal.require("notifications", &principal.user_id, Some("inbox"), None, action)
 }
 
-#[derive(Deserialize)]
+/// Which page of the inbox `GET /api/notifications` lists. Both are parsed by hand, so that a bad
+/// value is a 400 naming it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// How many notifications to list, newest first; more than 200 lists 200.
+    #[param(value_type = Option<i64>, minimum = 1, default = 50)]
     limit: Option<String>,
+    /// How many of the newest to skip.
+    #[param(value_type = Option<i64>, minimum = 0, default = 0)]
     offset: Option<String>,
+}
+
+/// A page of the caller's inbox.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationList {
+    /// Visible notifications (muted ones are hidden), newest first.
+    notifications: Vec<Item>,
+    /// How many visible notifications are unread in the whole inbox, not only on this page.
+    #[schema(minimum = 0)]
+    unread: i64,
+}
+
+/// How many visible notifications the caller has not read.
+#[derive(Serialize, ToSchema)]
+pub struct UnreadCount {
+    #[schema(minimum = 0)]
+    count: i64,
+}
+
+/// The caller's mutes, by category then scope (a category-wide mute before the scoped ones).
+#[derive(Serialize, ToSchema)]
+pub struct MuteList {
+    mutes: Vec<Mute>,
 }
 
 fn number(name: &str, value: Option<&str>, default: i64) -> Result<i64, Problem> {
@@ -58,11 +88,22 @@ fn number(name: &str, value: Option<&str>, default: i64) -> Result<i64, Problem>
     }
 }
 
+/// Lists the caller's notifications, newest first, with the unread count.
+///
+/// Muted notifications are left out (they come back when the mute is lifted); `read` is each
+/// one's read state. Needs `read` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    get,
+    path = "/api/notifications",
+    tag = "notifications",
+    params(Page),
+    responses((status = 200, body = NotificationList))
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<NotificationList>, Problem> {
     require(&principal, "read")?;
     let limit = number("limit", page.limit.as_deref(), DEFAULT_LIMIT)?;
     if limit == 0 {
@@ -74,15 +115,38 @@ async fn list(
     let (items, unread) =
         tokio::try_join!(queries::list(&state.pool, user, limit, offset), queries::unread(&state.pool, user))
             .map_err(Problem::internal)?;
-    Ok(Json(json!({ "notifications": items, "unread": unread })))
+    Ok(Json(NotificationList { notifications: items, unread }))
 }
 
-async fn unread_count(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+/// Counts the caller's unread notifications (muted ones not counted).
+#[utoipa::path(
+    get,
+    path = "/api/notifications/unread-count",
+    tag = "notifications",
+    responses((status = 200, body = UnreadCount))
+)]
+async fn unread_count(State(state): State<AppState>, principal: Principal) -> Result<Json<UnreadCount>, Problem> {
     require(&principal, "read")?;
     let count = queries::unread(&state.pool, principal.user_id.as_str()).await?;
-    Ok(Json(json!({ "count": count })))
+    Ok(Json(UnreadCount { count }))
 }
 
+/// Marks one of the caller's notifications read.
+///
+/// Idempotent: marking a read one again changes nothing. Needs `update` on
+/// `notifications.<user>.inbox`.
+#[utoipa::path(
+    post,
+    path = "/api/notifications/{id}/read",
+    tag = "notifications",
+    params((
+        "id" = i64,
+        Path,
+        minimum = 1,
+        description = "the notification's id; one that is not the caller's, or not a number, is a 404"
+    )),
+    responses((status = 204, description = "read; the list and the count show it when this answers"))
+)]
 async fn read_one(
     State(state): State<AppState>,
     principal: Principal,
@@ -99,6 +163,16 @@ async fn read_one(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Marks all of the caller's notifications read.
+///
+/// Marks everything up to the newest notification the service holds when it runs (one published a
+/// moment earlier but not yet stored stays unread). Needs `update` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    post,
+    path = "/api/notifications/read-all",
+    tag = "notifications",
+    responses((status = 204, description = "all read; the list and the count show it when this answers"))
+)]
 async fn read_all(State(state): State<AppState>, principal: Principal) -> Result<StatusCode, Problem> {
     require(&principal, "update")?;
     let newest = queries::newest(&state.pool, principal.user_id.as_str()).await?;
@@ -110,17 +184,24 @@ async fn read_all(State(state): State<AppState>, principal: Principal) -> Result
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn mutes(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, Problem> {
+/// Lists the caller's mutes.
+#[utoipa::path(get, path = "/api/notifications/mutes", tag = "mutes", responses((status = 200, body = MuteList)))]
+async fn mutes(State(state): State<AppState>, principal: Principal) -> Result<Json<MuteList>, Problem> {
     require(&principal, "read")?;
     let mutes = queries::mutes(&state.pool, principal.user_id.as_str()).await?;
-    Ok(Json(json!({ "mutes": mutes })))
+    Ok(Json(MuteList { mutes }))
 }
 
 /// A mute as clients send it: a category, and optionally one scope within it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct MuteBody {
+    /// The category: 1 to 32 of `a-z`, `0-9`, `_` and `-`.
+    #[schema(pattern = "^[a-z0-9_-]{1,32}$", min_length = 1, max_length = 32)]
     category: String,
+    /// One scope within the category, at most 128 characters without control characters; none,
+    /// `null` or `""` means the whole category.
     #[serde(default)]
+    #[schema(max_length = 128)]
     scope: Option<String>,
 }
 
@@ -149,6 +230,18 @@ fn checked(body: MuteBody) -> Result<(String, Option<String>), Problem> {
 /// Mutes one user may hold.
 const MAX_MUTES: usize = 100;
 
+/// Mutes a category, or one scope within it, for the caller.
+///
+/// Muted notifications are kept but left out of the list, the unread count and live delivery until
+/// the mute is lifted; once this answers, no live push ignores it. Idempotent. At most 100 mutes
+/// per user (a 409 beyond). Needs `update` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    put,
+    path = "/api/notifications/mutes",
+    tag = "mutes",
+    request_body = MuteBody,
+    responses((status = 204, description = "muted"))
+)]
 async fn mute(
     State(state): State<AppState>,
     principal: Principal,
@@ -170,8 +263,26 @@ async fn mute(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `DELETE /api/notifications/mutes` with the mute as a JSON body or as query parameters. Lifts
-/// exactly that mute (a category-wide mute is lifted without a scope).
+/// Lifts one of the caller's mutes.
+///
+/// The mute is given as a JSON body or, without a body, as `?category=&scope=`. Lifts exactly that
+/// mute: without a scope the category-wide one, not the scoped ones. Lifting a mute the caller
+/// does not have changes nothing. Needs `update` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    delete,
+    path = "/api/notifications/mutes",
+    tag = "mutes",
+    params(
+        ("category" = Option<String>, Query, description = "the mute's category, when there is no body"),
+        ("scope" = Option<String>, Query, description = "the mute's scope, when there is no body; none or empty: the category-wide mute")
+    ),
+    // A reference, not `Option<MuteBody>`: the body is optional, but a JSON `null` is no mute.
+    request_body(
+        content = ref("#/components/schemas/MuteBody"),
+        description = "the mute; or leave the body empty and use the query"
+    ),
+    responses((status = 204, description = "lifted, or there was no such mute"))
+)]
 async fn unmute(
     State(state): State<AppState>,
     principal: Principal,
@@ -216,6 +327,33 @@ mod tests {
         assert!(checked(body("x", Some(&"é".repeat(128)))).is_ok());
         assert!(checked(body("x", Some(&"é".repeat(129)))).is_err());
         assert!(checked(body("x", Some("a\nb"))).is_err());
+    }
+
+    /// The typed answers are the JSON the handlers built by hand before they were documented.
+    #[test]
+    fn answers_keep_their_json() {
+        use serde_json::json;
+        let created_at = time::macros::datetime!(2026-11-21 10:00:00.123456 UTC);
+        let item = Item {
+            id: 42,
+            title: "File uploaded".into(),
+            message: "a.txt in photos".into(),
+            link: None,
+            category: "storage".into(),
+            scope: Some("photos".into()),
+            created_at,
+            read: false,
+        };
+        let list = NotificationList { notifications: vec![item], unread: 1 };
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            json!({"notifications": [{"id": 42, "title": "File uploaded", "message": "a.txt in photos", "link": null,
+                "category": "storage", "scope": "photos", "created_at": "2026-11-21T10:00:00.123456Z", "read": false}],
+                "unread": 1})
+        );
+        assert_eq!(serde_json::to_value(UnreadCount { count: 3 }).unwrap(), json!({"count": 3}));
+        let mutes = MuteList { mutes: vec![Mute { category: "storage".into(), scope: None }] };
+        assert_eq!(serde_json::to_value(&mutes).unwrap(), json!({"mutes": [{"category": "storage", "scope": null}]}));
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub enum Error {
     Serve(#[from] std::io::Error),
 }
 
+/// The HTTP API's contract (`GET /openapi.json` on `notifications.<base domain>`,
+/// `docs/openapi/notify.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    edd_kit::openapi::document("notify", api::routes().split_for_parts().1)
+}
+
 /// Runs the notification service on `listener` until `shutdown`.
 pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool } = deps;
@@ -78,8 +84,10 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
         ping_interval: config.ping_interval(),
         shutdown: shutdown.clone(),
     };
+    let (routes, _) = api::routes().with_state(state).split_for_parts();
     let router = App::new("notify", metrics)
-        .router(api::router(state))
+        .router(routes)
+        .openapi(openapi())
         .readiness("permissions", move || authorizer.clone().readiness())
         .readiness("live", move || {
             let ready = hub.is_ready();

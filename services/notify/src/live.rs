@@ -551,7 +551,39 @@ enum Ending {
     ClientGone,
 }
 
-/// `GET /ws/notifications`: every new notification as one JSON text message.
+/// Opens a WebSocket on which each new notification of the caller arrives.
+///
+/// A WebSocket handshake (`Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13`,
+/// `Sec-WebSocket-Key`). Once open, every new notification of the caller that no mute hides comes
+/// as one text message: a `Notification` JSON object, the same as an item of
+/// `GET /api/notifications`, with `read: false`. Delivery is at most once and only while connected
+/// (nothing is replayed): catch up with `GET /api/notifications`. The service ignores what the
+/// client sends besides pongs and close, and refuses frames over 64 KiB.
+///
+/// The service pings every ping interval (20 s by default) and closes a client that has sent
+/// nothing for two intervals. Close codes: 1001 the service is stopping; 1008 the credential
+/// stopped working (revoked, logged out, scope removed; re-checked every interval) or no pong;
+/// 1013 too slow (notifications arrived faster than they were read).
+///
+/// Browsers, which cannot set headers here, may pass the credential as `?token=`. An `Origin`, when
+/// sent, must be one of the platform's hosts or a configured extra (403 otherwise). A user holds at
+/// most 5 live connections (by default), WebSocket and SSE together, per replica (429 beyond); 503
+/// while live delivery is starting. Needs `read` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    get,
+    path = "/ws/notifications",
+    tag = "live",
+    params(("token" = Option<String>, Query, description = "the credential, for clients that cannot send `Authorization` (browsers)")),
+    responses((
+        status = 101,
+        description = "Switching Protocols: the WebSocket is open; each message is a `Notification` (see above)",
+        headers(
+            ("Upgrade" = String, description = "`websocket`"),
+            ("Connection" = String, description = "`upgrade`"),
+            ("Sec-WebSocket-Accept" = String, description = "the answer to the request's `Sec-WebSocket-Key`")
+        )
+    ))
+)]
 pub async fn websocket(
     State(state): State<AppState>,
     principal: Principal,
@@ -640,8 +672,33 @@ async fn serve_socket(
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
 }
 
-/// `GET /sse/notifications`: every new notification as an event whose `id` is the notification's
-/// and whose `data` is its JSON; a keep-alive comment every ping interval.
+/// Opens a Server-Sent Events stream on which each new notification of the caller arrives.
+///
+/// Every new notification of the caller that no mute hides comes as one event (without an `event:`
+/// name): `id:` the notification's id, `data:` a `Notification` JSON object on one line, the same
+/// as an item of `GET /api/notifications`, with `read: false`. A `keep-alive` comment comes every
+/// ping interval (20 s by default). Delivery is at most once and only while connected:
+/// `Last-Event-ID` is not honoured, catch up with `GET /api/notifications`. The stream ends when the
+/// service stops, when the client reads too slowly, or when the credential stops working (revoked,
+/// logged out, scope removed; re-checked every ping interval).
+///
+/// Browsers (`EventSource`), which cannot set headers, may pass the credential as `?token=` (with
+/// `Accept: text/event-stream`). An `Origin`, when sent, must be one of the platform's hosts or a
+/// configured extra (403 otherwise). A user holds at most 5 live connections (by default),
+/// WebSocket and SSE together, per replica (429 beyond); 503 while live delivery is starting.
+/// Needs `read` on `notifications.<user>.inbox`.
+#[utoipa::path(
+    get,
+    path = "/sse/notifications",
+    tag = "live",
+    params(("token" = Option<String>, Query, description = "the credential, for clients that cannot send `Authorization` (browsers, with `Accept: text/event-stream`)")),
+    responses((
+        status = 200,
+        description = "the event stream: one event per notification, `data:` a `Notification` (see above)",
+        content_type = "text/event-stream",
+        body = String
+    ))
+)]
 pub async fn sse(
     State(state): State<AppState>,
     principal: Principal,

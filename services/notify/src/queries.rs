@@ -7,23 +7,36 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 /// One inbox entry, as listed and as pushed live (the same JSON either way).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Notification)]
 pub struct Item {
+    /// The notification's id: its sequence in the `NOTIFY` stream (newer ones have higher ids).
+    #[schema(minimum = 1)]
     pub id: i64,
     pub title: String,
     pub message: String,
+    /// Where the notification points, or `null`.
+    #[schema(required = true)]
     pub link: Option<String>,
+    /// What kind of notification it is (`storage`, `auth`, …), as mutes name it.
     pub category: String,
+    /// What within the category it is about (a namespace, …), or `null`.
+    #[schema(required = true)]
     pub scope: Option<String>,
+    /// When it was published (RFC 3339, e.g. `2026-11-21T10:00:00.123456Z`).
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// Whether the user has read it (always `false` when pushed live).
     pub read: bool,
 }
 
 /// A mute as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Mute {
     pub category: String,
+    /// The one scope muted, or `null`: the whole category.
+    #[schema(required = true)]
     pub scope: Option<String>,
 }
 
