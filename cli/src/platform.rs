@@ -16,7 +16,7 @@ pub struct Service {
 
 /// Every service of the platform (ARCHITECTURE §6). Their projections arrive with their issues.
 pub const SERVICES: &[Service] = &[
-    Service { name: "auth", database: "auth_db", projections: edd_auth::projections, openapi: None },
+    Service { name: "auth", database: "auth_db", projections: edd_auth::projections, openapi: Some(edd_auth::openapi) },
     Service {
         name: "gateway",
         database: "gateway_db",

@@ -37,6 +37,11 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![Arc::new(projection::AccountsProjection), Arc::new(PERMISSIONS)]
 }
 
+/// The HTTP contract (`GET /openapi.json`, `docs/openapi/auth.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    edd_kit::openapi::document("auth", api::routes().split_for_parts().1)
+}
+
 /// What the service needs from outside: the event log and its own database.
 pub struct Deps {
     pub js: jetstream::Context,
@@ -79,8 +84,10 @@ pub async fn run(
     tokio::spawn(bootstrap(state.clone(), admin_password, shutdown.clone()));
 
     let ready = authorizer.clone();
+    let (routes, _) = api::routes().with_state(state).split_for_parts();
     let router = App::new("auth", Metrics::new())
-        .router(api::router(state))
+        .router(routes)
+        .openapi(openapi())
         .readiness("permissions", move || ready.clone().readiness())
         .readiness("postgres", move || {
             let pool = pool.clone();

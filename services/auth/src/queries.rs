@@ -4,19 +4,22 @@ use edd_events::catalog::auth::ScopeMap;
 use serde::Serialize;
 use sqlx::{postgres::PgRow, types::Json, PgPool, Row};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::projection::SCHEMA;
 
 /// Most rows a list answers with.
 const LIST_LIMIT: i64 = 1000;
 
-#[derive(Clone, Debug, Serialize)]
+/// A user account.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct User {
     pub id: String,
     pub username: String,
     pub display_name: String,
     pub is_admin: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(skip)]
     pub seq: i64,
@@ -75,18 +78,27 @@ pub async fn users(pool: &PgPool) -> Result<Vec<User>, sqlx::Error> {
     .collect()
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// An active login session.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Session {
     pub id: String,
     pub user_id: String,
+    /// The session's user (in the administrators' list only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub username: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
+    /// The client address it was created from.
+    #[schema(required = true)]
     pub ip: Option<String>,
+    #[schema(required = true)]
     pub user_agent: Option<String>,
+    /// Whether this is the session making the request (always `false` in the administrators' list).
     pub current: bool,
     #[serde(skip)]
     pub revoked: bool,
@@ -139,13 +151,18 @@ pub async fn active_sessions(pool: &PgPool, user_id: Option<&str>) -> Result<Vec
     .collect()
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A service account: a named identity with scopes, for programs.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct ServiceAccount {
     pub id: String,
     pub name: String,
+    /// Scope → allowed actions, e.g. `"storage.u1.files": ["read"]`; its tokens act with these.
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     pub scopes: ScopeMap,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// How many live tokens it has.
     pub token_count: i64,
     #[serde(skip)]
     pub version: i64,
@@ -195,17 +212,25 @@ pub async fn service_accounts_of(pool: &PgPool, owner: &str) -> Result<Vec<Servi
     .collect()
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// An API token, without its secret.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
+    /// A personal token's scopes: scope → allowed actions (absent on service-account tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>, nullable = false)]
     pub scopes: Option<ScopeMap>,
+    /// The service account a service-account token acts as (absent on personal tokens).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub service_account_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    /// When it stops working; `null` for a token that never expires.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(skip)]
     pub revoked: bool,

@@ -3,26 +3,40 @@
 use axum::{extract::State, http::StatusCode};
 use edd_events::{catalog::auth::UserDeleted, Expected, Token};
 use edd_kit::Path;
-use edd_kit::{auth::Principal, Json, Problem};
-use serde::Deserialize;
-use serde_json::json;
+use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
+use serde::{Deserialize, Serialize};
 
 use crate::{domain, queries, secrets, state::AppState};
 
+/// Every user (an administrator's session).
+#[utoipa::path(get, path = "/admin/users", tag = "admin", responses((status = 200, body = Vec<queries::User>)))]
 pub async fn users(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<queries::User>>, Problem> {
     principal.require_admin()?;
     Ok(Json(queries::users(&state.pool).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateUser {
+    /// 3–32 characters: lowercase letters, digits, `-` and `_`, starting with a letter; unique
+    /// case-insensitively.
     username: String,
+    /// 8–256 bytes.
     password: String,
+    /// Defaults to the username.
     display_name: Option<String>,
     #[serde(default)]
+    #[schema(default = false)]
     is_admin: bool,
 }
 
+/// Creates a user (an administrator's session).
+#[utoipa::path(
+    post,
+    path = "/admin/users",
+    tag = "admin",
+    request_body = CreateUser,
+    responses((status = 201, body = queries::User))
+)]
 pub async fn create_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -41,6 +55,14 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+/// Deletes a user (an administrator's session); not oneself (`409`).
+#[utoipa::path(
+    delete,
+    path = "/admin/users/{id}",
+    tag = "admin",
+    params(("id" = String, Path, description = "the user's id")),
+    responses((status = 204, description = "deleted; the username is free again"))
+)]
 pub async fn delete_user(
     State(state): State<AppState>,
     principal: Principal,
@@ -65,6 +87,8 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every active session, of every user (an administrator's session).
+#[utoipa::path(get, path = "/admin/sessions", tag = "admin", responses((status = 200, body = Vec<queries::Session>)))]
 pub async fn sessions(
     State(state): State<AppState>,
     principal: Principal,
@@ -73,11 +97,21 @@ pub async fn sessions(
     Ok(Json(queries::active_sessions(&state.pool, None).await?))
 }
 
-pub async fn rotate_key(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<serde_json::Value>, Problem> {
+/// The signing key new session tokens are signed with.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The new key's id (`kid`), as in `/.well-known/jwks.json`.
+    #[schema(value_type = String)]
+    kid: Token,
+}
+
+/// Rotates the session-signing key (an administrator's session).
+///
+/// New session tokens are signed with a new key; the old key keeps verifying until its last token
+/// expires.
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "admin", responses((status = 200, body = RotatedKey)))]
+pub async fn rotate_key(State(state): State<AppState>, principal: Principal) -> Result<Json<RotatedKey>, Problem> {
     principal.require_admin()?;
     let kid = state.rotate_key(principal.user_id.as_str()).await?;
-    Ok(Json(json!({ "kid": kid })))
+    Ok(Json(RotatedKey { kid }))
 }

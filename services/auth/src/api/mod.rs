@@ -12,36 +12,38 @@ use std::net::SocketAddr;
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
     http::{header, request::Parts},
-    routing::{delete, get, post, put},
-    Router,
 };
-use edd_kit::Problem;
+use edd_kit::{
+    openapi::{routes, ApiRouter},
+    Problem,
+};
 
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/login", post(session::login))
-        .route("/api/logout", post(session::logout))
-        .route("/api/session", get(session::whoami))
-        .route("/api/signup", post(session::signup))
-        .route("/api/settings/profile", put(settings::profile))
-        .route("/api/settings/password", put(settings::password))
-        .route("/api/settings/sessions", get(settings::sessions))
-        .route("/api/settings/sessions/revoke-all", post(settings::revoke_all))
-        .route("/api/settings/sessions/{id}", delete(settings::revoke))
-        .route("/admin/users", get(admin::users).post(admin::create_user))
-        .route("/admin/users/{id}", delete(admin::delete_user))
-        .route("/admin/sessions", get(admin::sessions))
-        .route("/admin/keys/rotate", post(admin::rotate_key))
-        .route("/api/service-accounts", get(service_accounts::list).post(service_accounts::create))
-        .route("/api/service-accounts/{id}", get(service_accounts::show).delete(service_accounts::remove))
-        .route("/api/service-accounts/{id}/scopes", put(service_accounts::set_scopes))
-        .route("/api/service-accounts/{id}/tokens", get(service_accounts::tokens).post(service_accounts::create_token))
-        .route("/api/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/tokens/{id}", delete(tokens::revoke))
-        .route("/.well-known/jwks.json", get(session::jwks))
-        .with_state(state)
+/// The HTTP API, each route with its documentation (see `edd_kit::openapi`). Handlers of one path
+/// share a `routes!`.
+pub fn routes() -> ApiRouter<AppState> {
+    ApiRouter::new()
+        .routes(routes!(session::login))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::whoami))
+        .routes(routes!(session::signup))
+        .routes(routes!(settings::profile))
+        .routes(routes!(settings::password))
+        .routes(routes!(settings::sessions))
+        .routes(routes!(settings::revoke_all))
+        .routes(routes!(settings::revoke))
+        .routes(routes!(admin::users, admin::create_user))
+        .routes(routes!(admin::delete_user))
+        .routes(routes!(admin::sessions))
+        .routes(routes!(admin::rotate_key))
+        .routes(routes!(service_accounts::list, service_accounts::create))
+        .routes(routes!(service_accounts::show, service_accounts::remove))
+        .routes(routes!(service_accounts::set_scopes))
+        .routes(routes!(service_accounts::tokens, service_accounts::create_token))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(session::jwks))
 }
 
 /// Where a request came from: the peer address (or, behind our gateway when configured, the

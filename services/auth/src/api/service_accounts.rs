@@ -7,7 +7,7 @@ use edd_events::{
     Expected, Token,
 };
 use edd_kit::Path;
-use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
 use serde::Deserialize;
 
 use crate::{domain, queries, state::AppState};
@@ -18,12 +18,24 @@ async fn owned(state: &AppState, principal: &Principal, id: &str) -> Result<quer
         .ok_or_else(|| Problem::not_found("no such service account"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateServiceAccount {
+    /// 1–64 characters.
     name: String,
+    /// Scope → allowed actions, e.g. `"storage.u1.files": ["read"]`; the user segment must be the
+    /// caller's own id.
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     scopes: ScopeMap,
 }
 
+/// Creates a service account (the owner is notified).
+#[utoipa::path(
+    post,
+    path = "/api/service-accounts",
+    tag = "service-accounts",
+    request_body = CreateServiceAccount,
+    responses((status = 201, body = queries::ServiceAccount))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -54,6 +66,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(owned(&state, &principal, id.as_str()).await?)))
 }
 
+/// The signed-in user's service accounts.
+#[utoipa::path(
+    get,
+    path = "/api/service-accounts",
+    tag = "service-accounts",
+    responses((status = 200, body = Vec<queries::ServiceAccount>))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -63,6 +82,14 @@ pub async fn list(
     Ok(Json(accounts))
 }
 
+/// One of the signed-in user's service accounts.
+#[utoipa::path(
+    get,
+    path = "/api/service-accounts/{id}",
+    tag = "service-accounts",
+    params(("id" = String, Path, description = "the service account's id")),
+    responses((status = 200, body = queries::ServiceAccount))
+)]
 pub async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -72,6 +99,14 @@ pub async fn show(
     Ok(Json(owned(&state, &principal, &id).await?))
 }
 
+/// Deletes a service account; its tokens stop working (the owner is notified).
+#[utoipa::path(
+    delete,
+    path = "/api/service-accounts/{id}",
+    tag = "service-accounts",
+    params(("id" = String, Path, description = "the service account's id")),
+    responses((status = 204, description = "deleted; its tokens no longer work"))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -95,11 +130,22 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SetScopes {
+    /// The new scopes, replacing the old ones: scope → allowed actions.
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     scopes: ScopeMap,
 }
 
+/// Replaces a service account's scopes; its tokens act with the new ones at once.
+#[utoipa::path(
+    put,
+    path = "/api/service-accounts/{id}/scopes",
+    tag = "service-accounts",
+    params(("id" = String, Path, description = "the service account's id")),
+    request_body = SetScopes,
+    responses((status = 200, body = queries::ServiceAccount))
+)]
 pub async fn set_scopes(
     State(state): State<AppState>,
     principal: Principal,
@@ -120,18 +166,30 @@ pub async fn set_scopes(
     Ok(Json(owned(&state, &principal, &id).await?))
 }
 
-#[derive(Deserialize)]
-pub struct CreateToken {
+#[derive(Deserialize, ToSchema)]
+pub struct CreateServiceAccountToken {
+    /// 1–64 characters.
     name: String,
+    /// How long it works: `30d`, `90d` (the default), `365d` or `never`.
+    #[schema(pattern = "^(30d|90d|365d|never)$", examples("90d"))]
     expires_in: Option<String>,
 }
 
+/// Issues a token acting as a service account, with the account's current scopes.
+#[utoipa::path(
+    post,
+    path = "/api/service-accounts/{id}/tokens",
+    tag = "service-accounts",
+    params(("id" = String, Path, description = "the service account's id")),
+    request_body = CreateServiceAccountToken,
+    responses((status = 201, body = super::tokens::NewToken))
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    Json(req): Json<CreateToken>,
-) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
+    Json(req): Json<CreateServiceAccountToken>,
+) -> Result<(StatusCode, Json<super::tokens::NewToken>), Problem> {
     principal.require_session()?;
     let account = owned(&state, &principal, &id).await?;
     let sa = Token::new(account.id).map_err(Problem::internal)?;
@@ -140,6 +198,14 @@ pub async fn create_token(
     Ok(super::tokens::issued(token))
 }
 
+/// A service account's live tokens.
+#[utoipa::path(
+    get,
+    path = "/api/service-accounts/{id}/tokens",
+    tag = "service-accounts",
+    params(("id" = String, Path, description = "the service account's id")),
+    responses((status = 200, body = Vec<queries::TokenInfo>))
+)]
 pub async fn tokens(
     State(state): State<AppState>,
     principal: Principal,

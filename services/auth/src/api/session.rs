@@ -5,24 +5,61 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use edd_events::{catalog::auth::SessionCreated, Expected, Token};
+use edd_events::{
+    catalog::auth::{ScopeMap, SessionCreated},
+    Expected, Token,
+};
 use edd_kit::{
     auth::{jwt, Credential, Principal},
+    openapi::ToSchema,
     Json, Problem,
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Client;
 use crate::{config::Signup, domain, queries, secrets, state::AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     username: String,
     password: String,
 }
 
+/// A signed-in session: its token (also set as the `token` cookie) and the user.
+// Fields in alphabetical order, the order the answer's keys always had.
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// When the session ends.
+    #[schema(format = DateTime)]
+    expires_at: String,
+    #[schema(value_type = String)]
+    session_id: Token,
+    /// The session token (a JWT), for `Authorization: Bearer`.
+    token: String,
+    user: queries::User,
+}
+
+/// Signs in with a username and password.
+///
+/// Answers the session token and sets it as an HTTP-only `token` cookie. A wrong username or
+/// password is a `401`; failed attempts are limited per client address and per username (then
+/// `429` with `Retry-After`).
+#[utoipa::path(
+    post,
+    path = "/api/login",
+    tag = "sessions",
+    security(()),
+    request_body = LoginRequest,
+    responses((
+        status = 200,
+        body = LoginResponse,
+        headers((
+            "Set-Cookie" = String,
+            description = "`token=<session token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=<session lifetime in seconds>`"
+        ))
+    ))
+)]
 pub async fn login(
     State(state): State<AppState>,
     client: Client,
@@ -73,17 +110,28 @@ pub async fn login(
         exp: expires_at.unix_timestamp(),
     });
     let cookie = format!("token={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}", state.config.session_ttl_secs);
-    let body = json!({
-        "token": token,
-        "session_id": session_id,
-        "expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).map_err(Problem::internal)?,
-        "user": user,
-    });
+    let body = LoginResponse {
+        expires_at: expires_at.format(&time::format_description::well_known::Rfc3339).map_err(Problem::internal)?,
+        session_id,
+        token,
+        user,
+    };
     let mut response = Json(body).into_response();
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(Problem::internal)?);
     Ok(response)
 }
 
+/// Signs out: revokes this session everywhere and clears the `token` cookie.
+#[utoipa::path(
+    post,
+    path = "/api/logout",
+    tag = "sessions",
+    responses((
+        status = 204,
+        description = "signed out",
+        headers(("Set-Cookie" = String, description = "`token=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0`"))
+    ))
+)]
 pub async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, Problem> {
     let session_id = principal.require_session()?;
     domain::revoke_session(&state, principal.user_id.as_str(), session_id.as_str(), Some(principal.user_id.as_str()))
@@ -95,7 +143,46 @@ pub async fn logout(State(state): State<AppState>, principal: Principal) -> Resu
     Ok(response)
 }
 
-pub async fn whoami(State(state): State<AppState>, principal: Principal) -> Result<Json<serde_json::Value>, Problem> {
+/// The kind of credential a request was made with.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    Session,
+    ApiToken,
+    ServiceAccount,
+}
+
+/// Who the caller is, and with which credential.
+// Fields in alphabetical order, the order the answer's keys always had.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// When the credential stops working; `null` for an API token that never expires.
+    #[schema(format = DateTime, required = true)]
+    expires_at: Option<String>,
+    kind: CredentialKind,
+    /// An API token's scopes: scope → allowed actions (a service-account token's are the account's
+    /// current ones). Absent for a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, Vec<String>>>, nullable = false)]
+    scopes: Option<ScopeMap>,
+    /// For a service-account token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
+    service_account_id: Option<Token>,
+    /// For a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
+    session_id: Option<Token>,
+    /// For an API token (personal or service-account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, nullable = false)]
+    token_id: Option<Token>,
+    user: queries::User,
+}
+
+/// Who am I: the caller's user and credential (any credential).
+#[utoipa::path(get, path = "/api/session", tag = "sessions", responses((status = 200, body = WhoAmI)))]
+pub async fn whoami(State(state): State<AppState>, principal: Principal) -> Result<Json<WhoAmI>, Problem> {
     let user = queries::user_by_id(&state.pool, principal.user_id.as_str())
         .await?
         .ok_or_else(|| Problem::unauthorized("the account behind this token no longer exists"))?;
@@ -103,31 +190,52 @@ pub async fn whoami(State(state): State<AppState>, principal: Principal) -> Resu
         .expires_at
         .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
-    let mut body = json!({ "user": user, "kind": principal.kind(), "expires_at": expires_at });
+    let mut body = WhoAmI {
+        expires_at,
+        kind: CredentialKind::Session,
+        scopes: None,
+        service_account_id: None,
+        session_id: None,
+        token_id: None,
+        user,
+    };
     match &principal.credential {
         Credential::Session { session_id } => {
-            body["session_id"] = json!(session_id);
+            body.session_id = Some(session_id.clone());
         }
         Credential::ApiToken { token_id, scopes } => {
-            body["token_id"] = json!(token_id);
-            body["scopes"] = json!(scopes);
+            body.kind = CredentialKind::ApiToken;
+            body.token_id = Some(token_id.clone());
+            body.scopes = Some(ScopeMap::clone(scopes));
         }
         Credential::ServiceAccount { token_id, service_account_id, scopes } => {
-            body["token_id"] = json!(token_id);
-            body["service_account_id"] = json!(service_account_id);
-            body["scopes"] = json!(scopes);
+            body.kind = CredentialKind::ServiceAccount;
+            body.token_id = Some(token_id.clone());
+            body.service_account_id = Some(service_account_id.clone());
+            body.scopes = Some(ScopeMap::clone(scopes));
         }
     }
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
     username: String,
     password: String,
     display_name: Option<String>,
 }
 
+/// Creates an account for oneself.
+///
+/// Only when self sign-up is open (`EDD_AUTH_SIGNUP=open`); otherwise `403`.
+#[utoipa::path(
+    post,
+    path = "/api/signup",
+    tag = "sessions",
+    security(()),
+    request_body = SignupRequest,
+    responses((status = 201, body = queries::User))
+)]
 pub async fn signup(
     State(state): State<AppState>,
     Json(req): Json<SignupRequest>,
@@ -139,6 +247,49 @@ pub async fn signup(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+// `Jwks` and `Jwk` only document the JSON `edd_kit`'s `Authorizer::jwks` builds.
+
+/// A JSON Web Key Set: the public keys session tokens are signed with.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key (RFC 8037).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Jwk {
+    /// Always `OKP`.
+    #[schema(examples("OKP"))]
+    kty: String,
+    /// Always `Ed25519`.
+    #[schema(examples("Ed25519"))]
+    crv: String,
+    /// Always `EdDSA`.
+    #[schema(examples("EdDSA"))]
+    alg: String,
+    /// Always `sig`.
+    #[schema(rename = "use", examples("sig"))]
+    use_: String,
+    /// The key id, as in a session token's `kid` header.
+    kid: String,
+    /// The public key, base64url without padding.
+    x: String,
+}
+
+/// The public keys that verify session tokens, for outside verifiers (cacheable for 60 s).
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "keys",
+    security(()),
+    responses((
+        status = 200,
+        body = Jwks,
+        headers(("Cache-Control" = String, description = "`public, max-age=60`"))
+    ))
+)]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut response = Json(state.authorizer.jwks()).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));

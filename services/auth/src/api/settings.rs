@@ -3,9 +3,8 @@
 use axum::{extract::State, http::StatusCode};
 use edd_events::{catalog::auth::UserUpdated, Expected, Token};
 use edd_kit::Path;
-use edd_kit::{auth::Principal, Json, Problem};
-use serde::Deserialize;
-use serde_json::json;
+use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
+use serde::{Deserialize, Serialize};
 
 use crate::{domain, queries, secrets, state::AppState};
 
@@ -15,11 +14,20 @@ async fn me(state: &AppState, principal: &Principal) -> Result<queries::User, Pr
         .ok_or_else(|| Problem::unauthorized("the account behind this token no longer exists"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ProfileRequest {
+    /// 1–64 characters.
     display_name: String,
 }
 
+/// Changes the signed-in user's display name.
+#[utoipa::path(
+    put,
+    path = "/api/settings/profile",
+    tag = "settings",
+    request_body = ProfileRequest,
+    responses((status = 200, body = queries::User))
+)]
 pub async fn profile(
     State(state): State<AppState>,
     principal: Principal,
@@ -38,12 +46,22 @@ pub async fn profile(
     Ok(Json(me(&state, &principal).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordRequest {
     current_password: String,
     new_password: String,
 }
 
+/// Changes the signed-in user's password; every other session of theirs is revoked.
+///
+/// A wrong `current_password` is a `403` naming `"field": "current_password"`.
+#[utoipa::path(
+    put,
+    path = "/api/settings/password",
+    tag = "settings",
+    request_body = PasswordRequest,
+    responses((status = 204, description = "changed; the other sessions are revoked"))
+)]
 pub async fn password(
     State(state): State<AppState>,
     principal: Principal,
@@ -70,6 +88,13 @@ pub async fn password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The signed-in user's active sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/settings/sessions",
+    tag = "settings",
+    responses((status = 200, body = Vec<queries::Session>))
+)]
 pub async fn sessions(
     State(state): State<AppState>,
     principal: Principal,
@@ -84,6 +109,14 @@ pub async fn sessions(
     Ok(Json(sessions))
 }
 
+/// Revokes one of the signed-in user's sessions.
+#[utoipa::path(
+    delete,
+    path = "/api/settings/sessions/{id}",
+    tag = "settings",
+    params(("id" = String, Path, description = "the session's id")),
+    responses((status = 204, description = "revoked"))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -96,12 +129,22 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn revoke_all(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<serde_json::Value>, Problem> {
+/// How many sessions were revoked.
+#[derive(Serialize, ToSchema)]
+pub struct Revoked {
+    revoked: usize,
+}
+
+/// Revokes every session of the signed-in user, the current one too.
+#[utoipa::path(
+    post,
+    path = "/api/settings/sessions/revoke-all",
+    tag = "settings",
+    responses((status = 200, body = Revoked))
+)]
+pub async fn revoke_all(State(state): State<AppState>, principal: Principal) -> Result<Json<Revoked>, Problem> {
     principal.require_session()?;
     let me = principal.user_id.as_str();
     let revoked = domain::revoke_sessions(&state, me, me, None).await?;
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(Revoked { revoked }))
 }

@@ -6,31 +6,51 @@ use edd_events::{
     Expected, Token,
 };
 use edd_kit::Path;
-use edd_kit::{auth::Principal, Json, Problem};
-use serde::Deserialize;
-use serde_json::json;
+use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
+use serde::{Deserialize, Serialize};
 
 use crate::{domain, queries, state::AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CreateToken {
+    /// 1–64 characters.
     name: String,
+    /// Scope → allowed actions, e.g. `"storage.u1.files": ["read"]`; the user segment must be the
+    /// caller's own id.
+    #[schema(value_type = BTreeMap<String, Vec<String>>)]
     scopes: ScopeMap,
+    /// How long it works: `30d`, `90d` (the default), `365d` or `never`.
+    #[schema(pattern = "^(30d|90d|365d|never)$", examples("90d"))]
     expires_in: Option<String>,
 }
 
-/// The `201` answer to issuing a token: its details and its secret, shown this once.
-pub fn issued(token: domain::IssuedToken) -> (StatusCode, Json<serde_json::Value>) {
-    let mut body = json!(token.info);
-    body["token"] = json!(token.secret);
-    (StatusCode::CREATED, Json(body))
+/// A token just issued: its details and its secret, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct NewToken {
+    #[serde(flatten)]
+    info: queries::TokenInfo,
+    /// The secret (`edd_` + 52 base32 characters), for `Authorization: Bearer`; shown only here.
+    token: String,
 }
 
+/// The `201` answer to issuing a token.
+pub fn issued(token: domain::IssuedToken) -> (StatusCode, Json<NewToken>) {
+    (StatusCode::CREATED, Json(NewToken { info: token.info, token: token.secret }))
+}
+
+/// Issues a personal API token with its own scopes.
+#[utoipa::path(
+    post,
+    path = "/api/tokens",
+    tag = "tokens",
+    request_body = CreateToken,
+    responses((status = 201, body = NewToken))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     Json(req): Json<CreateToken>,
-) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
+) -> Result<(StatusCode, Json<NewToken>), Problem> {
     principal.require_session()?;
     domain::check_scopes(&req.scopes, &principal.user_id)?;
     let token =
@@ -39,6 +59,8 @@ pub async fn create(
     Ok(issued(token))
 }
 
+/// The signed-in user's live personal tokens (not their service accounts').
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", responses((status = 200, body = Vec<queries::TokenInfo>)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -47,6 +69,16 @@ pub async fn list(
     Ok(Json(queries::tokens_of(&state.pool, principal.user_id.as_str(), None).await?))
 }
 
+/// Revokes one of the signed-in user's tokens, personal or service-account.
+///
+/// Revoking a token already revoked is not an error.
+#[utoipa::path(
+    delete,
+    path = "/api/tokens/{id}",
+    tag = "tokens",
+    params(("id" = String, Path, description = "the token's id")),
+    responses((status = 204, description = "revoked"))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
