@@ -23,7 +23,12 @@ pub const SERVICES: &[Service] = &[
         projections: edd_gateway::projections,
         openapi: Some(edd_gateway::openapi),
     },
-    Service { name: "storage", database: "sfs_db", projections: edd_storage::projections, openapi: None },
+    Service {
+        name: "storage",
+        database: "sfs_db",
+        projections: edd_storage::projections,
+        openapi: Some(edd_storage::openapi),
+    },
     Service {
         name: "notify",
         database: "notifications_db",

@@ -59,6 +59,11 @@ pub enum Error {
     Serve(#[from] std::io::Error),
 }
 
+/// The storage API's HTTP contract (`GET /openapi.json` on the storage host, `docs/openapi/storage.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    edd_kit::openapi::document("storage", api::routes().split_for_parts().1)
+}
+
 /// Runs the storage service on `listener` until `shutdown`.
 pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool, gfs_secret } = deps;
@@ -96,8 +101,10 @@ pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutd
         shutdown.clone(),
     ));
 
+    let (routes, _) = api::routes().with_state(state).split_for_parts();
     let router = App::new("storage", Metrics::new())
-        .router(api::router(state))
+        .router(routes)
+        .openapi(openapi())
         // Uploads answer once the whole body is stored; they have their own idle timeout and deadline.
         .request_timeout(config.upload_deadline() + Duration::from_secs(60))
         .readiness("permissions", move || authorizer.clone().readiness())

@@ -1,7 +1,7 @@
 //! Every read of the catalog (`storage/catalog`) that handlers and commands make.
 
 use edd_events::{catalog::storage::Visibility, Token};
-use edd_kit::Problem;
+use edd_kit::{openapi::ToSchema, Problem};
 use serde::Serialize;
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -251,14 +251,17 @@ impl AppState {
     }
 }
 
-#[derive(Serialize)]
+/// A share link as its owner sees it (without its key, which is not kept).
+#[derive(Serialize, ToSchema)]
 pub struct ShareInfo {
     pub id: String,
     pub namespace: String,
     pub path: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
     pub revoked: bool,
 }
@@ -275,13 +278,19 @@ pub struct Share {
     pub seq: u64,
 }
 
-#[derive(Serialize)]
+/// Any user's namespace with its live files' count and bytes, for administrators.
+#[derive(Serialize, ToSchema)]
 pub struct AdminNamespace {
     pub name: String,
+    /// The owner's user id.
     pub owner: String,
+    #[schema(value_type = crate::api::VisibilitySchema)]
     pub visibility: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+    #[schema(minimum = 0)]
     pub files: i64,
+    #[schema(minimum = 0)]
     pub bytes: i64,
 }

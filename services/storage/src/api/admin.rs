@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use edd_kit::Query;
-use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{auth::Principal, openapi::IntoParams, Json, Problem};
 use serde::Deserialize;
 
 use super::{
@@ -11,14 +11,28 @@ use super::{
 };
 use crate::{queries::AdminNamespace, state::AppState};
 
-#[derive(Deserialize)]
+/// `?limit=&offset=` of the namespace listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Paging {
+    /// Namespaces per page, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(value_type = u32, minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Namespaces to skip (default 0).
     #[serde(default)]
+    #[param(value_type = u32)]
     offset: Option<u32>,
 }
 
+/// Every user's namespaces, by name, with their totals.
+#[utoipa::path(
+    get,
+    path = "/admin/namespaces",
+    tag = "admin",
+    params(Paging),
+    responses((status = 200, body = Vec<AdminNamespace>))
+)]
 pub async fn namespaces(
     State(state): State<AppState>,
     principal: Principal,
@@ -30,6 +44,7 @@ pub async fn namespaces(
 }
 
 /// Any namespace's files, for an administrator.
+#[utoipa::path(get, path = "/admin/files", tag = "admin", params(ListQuery), responses((status = 200, body = FilePage)))]
 pub async fn files(
     State(state): State<AppState>,
     principal: Principal,

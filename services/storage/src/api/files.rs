@@ -8,14 +8,15 @@ use axum::{
 };
 use edd_kit::{
     auth::{MaybePrincipal, Principal},
+    openapi::{IntoParams, ToSchema},
     Json, Path, Problem, Query,
 };
 use serde::{Deserialize, Serialize};
 
 use super::{
     page_size, require_files,
-    serve::{file_response, Disposition, Reader},
-    FileView,
+    serve::{file_response, Disposition, FileRequestHeaders, FileResponses, Reader},
+    FileBytes, FileView,
 };
 use crate::{
     commands::{self, Upload},
@@ -24,26 +25,43 @@ use crate::{
 };
 
 /// `?namespace=&prefix=&after=&limit=` of a file listing (the owner's, or an administrator's).
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The namespace's name.
     pub namespace: String,
+    /// Only paths starting with this (taken literally).
     #[serde(default)]
+    #[param(value_type = String)]
     pub prefix: Option<String>,
+    /// Only paths after this one: the previous page's `next`.
     #[serde(default)]
+    #[param(value_type = String)]
     pub after: Option<String>,
+    /// Files per page, 1 to 1000 (default 100).
     #[serde(default)]
+    #[param(value_type = u32, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// One page of a namespace's files, in path order.
+#[derive(Serialize, ToSchema)]
 pub struct FilePage {
     files: Vec<FileView>,
     /// Pass as `after` for the next page; absent on the last.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     next: Option<String>,
 }
 
 /// One page of a namespace's files in path order.
+#[utoipa::path(
+    get,
+    path = "/storage/files",
+    tag = "files",
+    params(ListQuery),
+    responses((status = 200, body = FilePage))
+)]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -67,16 +85,46 @@ pub async fn page(
     Ok(FilePage { files: files.iter().map(|f| FileView::new(&ns.name, f)).collect(), next })
 }
 
-#[derive(Deserialize, Default)]
+/// `?overwrite=&progress=` of a raw upload.
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// Replace an existing file (which takes the right to delete too); else an existing file is a 409.
     #[serde(default)]
     overwrite: bool,
-    /// A transfer id to follow at `/sse/progress?id=`.
+    /// A transfer id to follow at `/sse/progress?id=`: 1 to 64 of `A-Z a-z 0-9 _ -`.
     #[serde(default)]
+    #[param(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     progress: Option<String>,
 }
 
-/// `POST /storage/{namespace}/{path…}`: the body is the file.
+/// Uploads a file: the request body is the file, its `Content-Type` the file's type.
+///
+/// A `Content-Length` over the upload limit or the quota is refused before a byte is stored; a body
+/// without one is refused the moment it passes them.
+#[utoipa::path(
+    post,
+    path = "/storage/{namespace}/{path}",
+    tag = "files",
+    params(
+        ("namespace" = String, Path, description = "the namespace's name"),
+        ("path" = String, Path, description = FILE_PATH),
+        UploadQuery,
+    ),
+    request_body(
+        content = FileBytes,
+        content_type = "*/*",
+        description = "the file's bytes; the `Content-Type` is stored as the file's type (when absent or \
+                       generic, it is guessed from the path's extension)"
+    ),
+    responses(
+        (status = 201, description = "stored: a new file", body = FileView, headers(("ETag" = String, description = "the file's SHA-256 (hex) in quotes"))),
+        (status = 200, description = "stored: the file replaced (`overwrite=true`)", body = FileView,
+            headers(("ETag" = String, description = "the file's SHA-256 (hex) in quotes"))),
+        (status = 408, description = UPLOAD_TIMEOUT, body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = QUOTA_EXCEEDED, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn upload_raw(
     State(state): State<AppState>,
     principal: Principal,
@@ -106,22 +154,62 @@ fn created_response(created: bool, view: FileView) -> (StatusCode, HeaderMap, Js
     (if created { StatusCode::CREATED } else { StatusCode::OK }, headers, Json(view))
 }
 
-#[derive(Deserialize)]
+/// `?namespace=&dir=&overwrite=&progress=` of a multipart upload.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MultipartQuery {
+    /// The namespace's name.
     namespace: String,
     /// A directory the uploaded files go under.
     #[serde(default)]
+    #[param(value_type = String)]
     dir: Option<String>,
+    /// Replace existing files (which takes the right to delete too); else an existing file is a 409.
     #[serde(default)]
     overwrite: bool,
+    /// A transfer id to follow at `/sse/progress?id=`: 1 to 64 of `A-Z a-z 0-9 _ -`.
     #[serde(default)]
+    #[param(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     progress: Option<String>,
 }
+
+/// A multipart upload's body: every part with a file name is a file, stored at `dir/<file name>`
+/// (whatever the part's field name); parts without one are ignored.
+#[derive(ToSchema)]
+#[allow(dead_code, reason = "a schema only: the body is read part by part")]
+pub struct MultipartUpload {
+    /// Up to 100 files; each part's `Content-Type` is stored as its file's type.
+    files: Vec<FileBytes>,
+}
+
+/// The `{path}` parameter: served as a wildcard (`{*path}`), which OpenAPI cannot write.
+pub const FILE_PATH: &str = "the file's path, `/`-separated segments: it is the rest of the URL path, so \
+                             its `/`s may be sent as they are or as `%2F`";
+const UPLOAD_TIMEOUT: &str = "the body stalled (nothing arrived for the idle timeout) or took longer than \
+                              the upload deadline; nothing was stored";
+const QUOTA_EXCEEDED: &str = "*Quota exceeded*: the upload does not fit in what is left of the owner's \
+                              quota (`quota_bytes`, `available_bytes`)";
 
 /// Files a multipart request may carry.
 const MAX_PARTS: usize = 100;
 
-/// `POST /storage/upload?namespace=`: each part with a file name is a file (under `dir`).
+/// Uploads files as a multipart form: each part with a file name is a file (under `dir`).
+///
+/// Parts are stored in order; an error names the files already stored (`stored`), so a retry can
+/// skip them.
+#[utoipa::path(
+    post,
+    path = "/storage/upload",
+    tag = "files",
+    params(MultipartQuery),
+    request_body(content = MultipartUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "stored, at least one a new file", body = Vec<FileView>),
+        (status = 200, description = "stored, every one replacing a file (`overwrite=true`)", body = Vec<FileView>),
+        (status = 408, description = UPLOAD_TIMEOUT, body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = QUOTA_EXCEEDED, body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn upload_multipart(
     State(state): State<AppState>,
     principal: Principal,
@@ -166,13 +254,31 @@ pub async fn upload_multipart(
     Ok((if any_created { StatusCode::CREATED } else { StatusCode::OK }, Json(stored)))
 }
 
-#[derive(Deserialize, Default)]
+/// `?progress=` of a read.
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
+    /// A transfer id to follow at `/sse/progress?id=` (an authenticated caller's): 1 to 64 of
+    /// `A-Z a-z 0-9 _ -`.
     #[serde(default)]
+    #[param(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     progress: Option<String>,
 }
 
-/// `GET /storage/{namespace}/{path…}`: the file, shown inline.
+/// A file, shown inline (sandboxed); anyone may read a public namespace's files.
+#[utoipa::path(
+    get,
+    path = "/storage/{namespace}/{path}",
+    tag = "files",
+    params(
+        ("namespace" = String, Path, description = "the namespace's name"),
+        ("path" = String, Path, description = FILE_PATH),
+        ReadQuery,
+        FileRequestHeaders,
+    ),
+    security((), ("bearer" = [])),
+    responses(FileResponses)
+)]
 pub async fn inline(
     state: State<AppState>,
     principal: MaybePrincipal,
@@ -183,7 +289,20 @@ pub async fn inline(
     read(state, principal, path, query, headers, Disposition::Inline).await
 }
 
-/// `GET /storage/download/{namespace}/{path…}`: the file, as an attachment.
+/// A file, as an attachment; anyone may read a public namespace's files.
+#[utoipa::path(
+    get,
+    path = "/storage/download/{namespace}/{path}",
+    tag = "files",
+    params(
+        ("namespace" = String, Path, description = "the namespace's name"),
+        ("path" = String, Path, description = FILE_PATH),
+        ReadQuery,
+        FileRequestHeaders,
+    ),
+    security((), ("bearer" = [])),
+    responses(FileResponses)
+)]
 pub async fn download(
     state: State<AppState>,
     principal: MaybePrincipal,
@@ -217,7 +336,17 @@ async fn read(
     file_response(&state, &file, ns.visibility, &headers, disposition, reader)
 }
 
-/// `DELETE /storage/{namespace}/{path…}`.
+/// Deletes a file (its share links with it).
+#[utoipa::path(
+    delete,
+    path = "/storage/{namespace}/{path}",
+    tag = "files",
+    params(
+        ("namespace" = String, Path, description = "the namespace's name"),
+        ("path" = String, Path, description = FILE_PATH),
+    ),
+    responses((status = 204, description = "deleted"))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     principal: Principal,

@@ -6,7 +6,7 @@ use edd_events::{
     Expected, Token,
 };
 use edd_kit::Path;
-use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -16,11 +16,14 @@ use crate::{
     state::{after, AppState},
 };
 
-#[derive(Serialize)]
+/// A namespace with its live files' count and bytes.
+#[derive(Serialize, ToSchema)]
 pub struct NamespaceView {
     name: String,
+    #[schema(value_type = super::VisibilitySchema)]
     visibility: Visibility,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     created_at: OffsetDateTime,
     files: u64,
     bytes: u64,
@@ -31,6 +34,13 @@ async fn view(state: &AppState, ns: &Namespace) -> Result<NamespaceView, Problem
     Ok(NamespaceView { name: ns.name.clone(), visibility: ns.visibility, created_at: ns.created_at, files, bytes })
 }
 
+/// The caller's namespaces, by name.
+#[utoipa::path(
+    get,
+    path = "/storage/namespaces",
+    tag = "namespaces",
+    responses((status = 200, body = Vec<NamespaceView>))
+)]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<NamespaceView>>, Problem> {
     principal.require("storage", &principal.user_id, Some("namespaces"), None, "read")?;
     let mut views = Vec::new();
@@ -47,6 +57,14 @@ async fn own(state: &AppState, principal: &Principal, name: &str, action: &str) 
     Ok(ns)
 }
 
+/// One of the caller's namespaces.
+#[utoipa::path(
+    get,
+    path = "/storage/namespaces/{name}",
+    tag = "namespaces",
+    params(("name" = String, Path, description = "the namespace's name (any case)")),
+    responses((status = 200, body = NamespaceView))
+)]
 pub async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -56,13 +74,26 @@ pub async fn show(
     Ok(Json(view(&state, &ns).await?))
 }
 
-#[derive(Deserialize)]
+/// A namespace to create.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateNamespace)]
 pub struct CreateRequest {
+    /// `[A-Za-z0-9_-]{1,63}`, unique regardless of case, not one of the API's own path segments.
     name: String,
+    /// `private` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<super::VisibilitySchema>)]
     visibility: Option<Visibility>,
 }
 
+/// Creates a namespace owned by the caller (409 when the name is taken).
+#[utoipa::path(
+    post,
+    path = "/storage/namespaces",
+    tag = "namespaces",
+    request_body = CreateRequest,
+    responses((status = 201, body = NamespaceView))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -102,11 +133,23 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(&state, &ns).await?)))
 }
 
-#[derive(Deserialize)]
+/// A namespace's new settings.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = UpdateNamespace)]
 pub struct UpdateRequest {
+    #[schema(value_type = super::VisibilitySchema)]
     visibility: Visibility,
 }
 
+/// Changes a namespace's visibility.
+#[utoipa::path(
+    put,
+    path = "/storage/namespaces/{name}",
+    tag = "namespaces",
+    params(("name" = String, Path, description = "the namespace's name (any case)")),
+    request_body = UpdateRequest,
+    responses((status = 200, body = NamespaceView))
+)]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -123,6 +166,14 @@ pub async fn update(
     Ok(Json(view(&state, &ns).await?))
 }
 
+/// Deletes a namespace with every file in it.
+#[utoipa::path(
+    delete,
+    path = "/storage/namespaces/{name}",
+    tag = "namespaces",
+    params(("name" = String, Path, description = "the namespace's name (any case)")),
+    responses((status = 204, description = "deleted, with its files and their share links"))
+)]
 pub async fn remove(
     State(state): State<AppState>,
     principal: Principal,

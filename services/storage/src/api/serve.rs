@@ -1,6 +1,8 @@
 //! Answering a GET for a file: conditional requests, ranges, and the headers that make a user's
 //! file safe to show on the storage host.
 
+use std::collections::BTreeMap;
+
 use axum::{
     body::Body,
     http::{header, HeaderMap, HeaderValue, StatusCode},
@@ -8,8 +10,16 @@ use axum::{
 };
 use bytes::Bytes;
 use edd_events::{catalog::storage::Visibility, Token};
-use edd_kit::Problem;
+use edd_kit::{openapi::IntoParams, problem::PROBLEM_JSON, Problem};
 use futures_util::StreamExt as _;
+use utoipa::{
+    openapi::{
+        header::HeaderBuilder,
+        schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type},
+        ContentBuilder, Ref, RefOr, ResponseBuilder, ResponsesBuilder,
+    },
+    PartialSchema,
+};
 
 use crate::{
     http::{byteranges_framing, content_disposition, http_date, none_match, parse_http_date, parse_range, RangeAnswer},
@@ -19,6 +29,115 @@ use crate::{
     state::AppState,
     transfer,
 };
+
+/// The conditional and range request headers a GET of a file honours (for the documentation).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "documentation only: file_response reads the headers themselves")]
+pub struct FileRequestHeaders {
+    /// `bytes=a-b`, `bytes=a-` or `bytes=-n`, or up to 16 of them separated by commas (non-overlapping:
+    /// `multipart/byteranges`). A range that is malformed, overlapping or one of too many gets the
+    /// whole file; ranges all past the end get 416.
+    #[param(rename = "Range", value_type = String, required = false)]
+    range: Option<String>,
+    /// The `ETag` or `Last-Modified` the client has: the range applies only if it is still current,
+    /// else the whole file is sent.
+    #[param(rename = "If-Range", value_type = String, required = false)]
+    if_range: Option<String>,
+    /// Entity tags (`*`, weak ones compared weakly): 304 when one is the file's. Wins over
+    /// `If-Modified-Since`.
+    #[param(rename = "If-None-Match", value_type = String, required = false)]
+    if_none_match: Option<String>,
+    /// An HTTP date (IMF-fixdate): 304 when the file is not newer.
+    #[param(rename = "If-Modified-Since", value_type = String, required = false)]
+    if_modified_since: Option<String>,
+}
+
+/// What [`file_response`] answers, for the documentation of the routes it serves
+/// (`responses(FileResponses)`); the problem+json errors every route may give are the kit's.
+pub struct FileResponses;
+
+impl utoipa::IntoResponses for FileResponses {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let bytes = || {
+            let binary = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)));
+            ContentBuilder::new().schema(Some(binary)).build()
+        };
+        let header =
+            |description: &str| HeaderBuilder::new().schema(Some(String::schema())).description(Some(description));
+        // What every answer about the file carries, 304 included.
+        let about = |response: ResponseBuilder| {
+            response
+                .header("ETag", header("the file's SHA-256 (hex) in quotes").build())
+                .header("Last-Modified", header("when the file was last written, as an HTTP date").build())
+                .header(
+                    "Cache-Control",
+                    header("`private, no-cache`; `public, no-cache` for a public namespace's file at its own URL")
+                        .build(),
+                )
+                .header("Accept-Ranges", header("`bytes`").build())
+        };
+        // What an answer with the file's bytes carries besides.
+        let content = |response: ResponseBuilder| {
+            about(response)
+                .header(
+                    "Content-Disposition",
+                    header(
+                        "`inline` (`attachment` for a download) with the file name; a non-ASCII name in RFC 8187 \
+                         `filename*` too",
+                    )
+                    .build(),
+                )
+                .header("X-Content-Type-Options", header("`nosniff`").build())
+                .header(
+                    "Content-Security-Policy",
+                    header("`sandbox`: scripts in the file run without the host's origin").build(),
+                )
+                .header("Referrer-Policy", header("`no-referrer`").build())
+        };
+        let problem = || ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+        ResponsesBuilder::new()
+            .response(
+                "200",
+                content(ResponseBuilder::new())
+                    .description(
+                        "the whole file, in its own content type: declared at upload, else guessed from the \
+                         extension, else `application/octet-stream`",
+                    )
+                    .content("application/octet-stream", bytes())
+                    .content("*/*", bytes()),
+            )
+            .response(
+                "206",
+                content(ResponseBuilder::new())
+                    .description(
+                        "one range, in the file's content type with `Content-Range`; several as \
+                         `multipart/byteranges` (a part per range, each with its `Content-Type` and `Content-Range`)",
+                    )
+                    .header("Content-Range", header("one range: `bytes <first>-<last>/<size>`").build())
+                    .content("application/octet-stream", bytes())
+                    .content("*/*", bytes())
+                    .content("multipart/byteranges", bytes()),
+            )
+            .response(
+                "304",
+                about(ResponseBuilder::new()).description(
+                    "not modified: `If-None-Match` matches the `ETag`, or `If-Modified-Since` is not older",
+                ),
+            )
+            .response(
+                "416",
+                about(ResponseBuilder::new())
+                    .description("every range asked for lies past the end of the file")
+                    .header("Content-Range", header("`bytes */<size>`").build())
+                    .content(PROBLEM_JSON, problem()),
+            )
+            .build()
+            .into()
+    }
+}
 
 /// How the browser is to treat the file.
 #[derive(Clone, Copy)]

@@ -15,7 +15,11 @@ use edd_events::{
     catalog::storage::{ShareCreated, ShareRevoked},
     Expected, Token,
 };
-use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{
+    auth::Principal,
+    openapi::{IntoParams, ToSchema},
+    Json, Problem,
+};
 use edd_kit::{Path, Query};
 use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
@@ -23,27 +27,34 @@ use time::{Duration, OffsetDateTime};
 
 use super::{
     require_files,
-    serve::{file_response, Disposition, Reader},
+    serve::{file_response, Disposition, FileRequestHeaders, FileResponses, Reader},
 };
 use crate::{names::check_path, queries::ShareInfo, state::AppState, transfer::hex};
 
 /// A share link's lifetime when the request names none.
 const DEFAULT_SHARE_SECS: u64 = 24 * 3600;
 
-#[derive(Deserialize)]
+/// A file to share.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateShare)]
 pub struct CreateRequest {
     namespace: String,
     path: String,
+    /// The link's lifetime: 24 hours when absent, at most the configured maximum (30 days by default).
     #[serde(default)]
+    #[schema(minimum = 1)]
     expires_in_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// A new share link. Its key is in `url` only: it is not kept, so this is the one time it is shown.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ShareLink)]
 pub struct Created {
     id: String,
-    /// The link, on the host the request came to.
+    /// The link, on the host the request came to (or the configured public URL).
     url: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     expires_at: OffsetDateTime,
 }
 
@@ -51,6 +62,14 @@ fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
+/// Creates a share link to a file: anyone holding it may read the file until it expires.
+#[utoipa::path(
+    post,
+    path = "/storage/share",
+    tag = "shares",
+    request_body = CreateRequest,
+    responses((status = 201, body = Created))
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -96,11 +115,20 @@ pub async fn create(
 }
 
 /// The caller's links, newest first (the keys are not kept, so not shown).
+#[utoipa::path(get, path = "/storage/shares", tag = "shares", responses((status = 200, body = Vec<ShareInfo>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<ShareInfo>>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     Ok(Json(state.shares_of(&principal.user_id).await?))
 }
 
+/// Revokes one of the caller's share links (revoking a revoked one is no error).
+#[utoipa::path(
+    delete,
+    path = "/storage/shares/{id}",
+    tag = "shares",
+    params(("id" = String, Path, description = "the link's id")),
+    responses((status = 204, description = "revoked"))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -118,14 +146,30 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// `?key=` of a share link.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FetchQuery {
+    /// The link's key (a missing or wrong one is a 404, like an unknown link).
     #[serde(default)]
     key: String,
 }
 
-/// The shared file, for anyone holding the link. Every failure before the key is checked is the same
-/// 404, so links cannot be probed.
+/// The shared file, for anyone holding the link (no credential).
+///
+/// Every failure before the key is checked is the same 404, so links cannot be probed.
+#[utoipa::path(
+    get,
+    path = "/storage/shared/{id}",
+    tag = "shares",
+    params(("id" = String, Path, description = "the link's id"), FetchQuery, FileRequestHeaders),
+    security(()),
+    responses(
+        FileResponses,
+        (status = 410, description = "the link was revoked or has expired, or the file's namespace was deleted",
+            body = Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn fetch(
     State(state): State<AppState>,
     Path(id): Path<String>,

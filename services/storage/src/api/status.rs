@@ -8,18 +8,24 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use edd_kit::Query;
-use edd_kit::{auth::Principal, Json, Problem};
+use edd_kit::{
+    auth::Principal,
+    openapi::{IntoParams, ToSchema},
+    Json, Problem,
+};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::{progress::check_id, state::AppState};
 
-#[derive(Serialize)]
+/// The file system's health.
+#[derive(Serialize, ToSchema)]
 pub struct Status {
     /// Every chunk has a live replica and the active master answers.
     healthy: bool,
     /// The active master's address, for administrators only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     active_master: Option<String>,
     chunkservers_live: usize,
     chunkservers: usize,
@@ -29,6 +35,8 @@ pub struct Status {
     missing: u64,
 }
 
+/// The file system's health: chunkservers live, under-replicated and missing chunks.
+#[utoipa::path(get, path = "/storage/status", tag = "status", responses((status = 200, body = Status)))]
 pub async fn status(State(state): State<AppState>, principal: Principal) -> Result<Json<Status>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     let s = state.gfs.status().await?;
@@ -45,7 +53,8 @@ pub async fn status(State(state): State<AppState>, principal: Principal) -> Resu
     }))
 }
 
-#[derive(Serialize)]
+/// What the caller stores, and the limits.
+#[derive(Serialize, ToSchema)]
 pub struct Usage {
     bytes: u64,
     files: u64,
@@ -53,6 +62,8 @@ pub struct Usage {
     max_upload_bytes: u64,
 }
 
+/// Bytes and files the caller stores over all their namespaces, their quota and the upload limit.
+#[utoipa::path(get, path = "/storage/usage", tag = "status", responses((status = 200, body = Usage)))]
 pub async fn usage(State(state): State<AppState>, principal: Principal) -> Result<Json<Usage>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     let (bytes, files) = state.usage(&principal.user_id).await?;
@@ -64,13 +75,32 @@ pub async fn usage(State(state): State<AppState>, principal: Principal) -> Resul
     }))
 }
 
-#[derive(Deserialize)]
+/// `?id=` of a progress stream.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProgressQuery {
+    /// The transfer id given as `progress=` to the upload or download: 1 to 64 of `A-Z a-z 0-9 _ -`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     id: String,
 }
 
-/// Follows one of the caller's transfers; ends when it does. Works whether the watcher arrives
-/// before or after the transfer starts.
+/// Follows one of the caller's transfers as server-sent events; ends when it does.
+///
+/// Works whether the watcher arrives before or after the transfer starts.
+#[utoipa::path(
+    get,
+    path = "/sse/progress",
+    tag = "status",
+    params(ProgressQuery),
+    responses((
+        status = 200,
+        description = "server-sent events named `progress`, each `data` a JSON object `{bytes, total?, done, \
+                       error?}` (bytes so far, the total when known, whether it ended, and how it failed); the \
+                       stream ends after the event with `done: true`",
+        body = String,
+        content_type = "text/event-stream"
+    ))
+)]
 pub async fn progress(
     State(state): State<AppState>,
     principal: Principal,
