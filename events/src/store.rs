@@ -240,11 +240,9 @@ impl EventStore {
             .await
             .map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
         match stream.get_last_raw_message_by_subject(filter).await {
-            Ok(msg) => {
-                let raw = crate::envelope::RawEvent::parse(msg.sequence, msg.subject.as_str(), &msg.payload)
-                    .map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
-                Ok(Some(raw))
-            }
+            // A last message that is not an event of ours (garbage, a forged origin) is nobody's
+            // event: an append that conflicts with it is a conflict, never an unreachable log.
+            Ok(msg) => Ok(crate::catalog::publishers::check(msg.sequence, msg.subject.as_str(), &msg.payload).ok()),
             Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
             Err(e) => Err(AppendError::Unavailable { attempts: 1, last: e.to_string() }),
         }

@@ -34,7 +34,7 @@ use axum::{
         IntoResponse, Response,
     },
 };
-use edd_events::{catalog::notify::Notification, consume, RawEvent};
+use edd_events::{catalog::notify::Notification, consume};
 use edd_kit::{
     auth::{Authorizer, Principal},
     Metrics, Problem, Shutdown,
@@ -271,11 +271,12 @@ impl Hub {
         if !self.has_connections(user) {
             return;
         }
-        let event = match RawEvent::parse(stored.seq, &stored.subject, &stored.payload) {
+        // As the inbox projection does: only a notification from a component that may send one.
+        let event = match edd_events::catalog::publishers::check(stored.seq, &stored.subject, &stored.payload) {
             Ok(e) if e.is::<Notification>() => e,
             Ok(_) => return,
             Err(e) => {
-                tracing::warn!(seq = stored.seq, error = %e, "malformed notification; not pushed");
+                tracing::warn!(seq = stored.seq, error = %e, "not a notification of ours; not pushed");
                 return;
             }
         };

@@ -247,21 +247,37 @@ impl Master {
             meta.check(&event).map_err(meta_status)?;
             (event, meta.last_seq())
         };
-        writer.dirty = true;
-        let appended = tokio::time::timeout(APPEND_DEADLINE, self.journal.append(last_seq, &event)).await;
-        let (seq, at) = match appended {
-            Ok(Ok(landed)) => landed,
-            Ok(Err(AppendError::Conflict { .. })) => {
-                // Nothing was appended; this master stops writing anyway.
-                writer.dirty = false;
-                tracing::warn!(id = %self.config.id, "another master appended to the GFS log; stepping down");
-                self.conflicts.send_modify(|n| *n += 1);
-                // Answered as a standby would: the client asks another master.
-                return Err(standby_status(None));
-            }
-            Ok(Err(e)) => return Err(Status::unavailable(format!("the GFS log did not take the change: {e}"))),
-            Err(_) => {
-                return Err(Status::unavailable(format!("the GFS log did not confirm within {APPEND_DEADLINE:?}")))
+        let mut last_seq = last_seq;
+        let mut passed_over = 0;
+        let (seq, at) = loop {
+            writer.dirty = true;
+            let appended = tokio::time::timeout(APPEND_DEADLINE, self.journal.append(last_seq, &event)).await;
+            match appended {
+                Ok(Ok(landed)) => break landed,
+                Ok(Err(AppendError::Conflict { .. })) => {
+                    // Nothing was appended. Something else wrote to the log: if it was only
+                    // messages that are not events of ours (passed over by catching up), the state
+                    // is as it was and the event is appended at the new end; another master's
+                    // events mean this one stops writing.
+                    let caught_up = self.journal.catch_up(&self.meta).await;
+                    writer.dirty = false;
+                    if matches!(caught_up, Ok(0)) && passed_over < 3 {
+                        passed_over += 1;
+                        last_seq = self.meta.read().await.last_seq();
+                        continue;
+                    }
+                    if let Ok(applied) = caught_up {
+                        self.applied(applied);
+                    }
+                    tracing::warn!(id = %self.config.id, "another master appended to the GFS log; stepping down");
+                    self.conflicts.send_modify(|n| *n += 1);
+                    // Answered as a standby would: the client asks another master.
+                    return Err(standby_status(None));
+                }
+                Ok(Err(e)) => return Err(Status::unavailable(format!("the GFS log did not take the change: {e}"))),
+                Err(_) => {
+                    return Err(Status::unavailable(format!("the GFS log did not confirm within {APPEND_DEADLINE:?}")))
+                }
             }
         };
         if let Err(e) = self.meta.write().await.apply_event(seq, at, &event) {
