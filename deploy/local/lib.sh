@@ -375,6 +375,8 @@ ensure_nats() {
         rm -f "$EDD_HOME/nats.pid"
         mkdir -p "$EDD_HOME/nats"
         log "starting nats-server $(nats_bin_version "$EDD_NATS_SERVER_BIN") on $EDD_NATS_HOST:$EDD_NATS_PORT (monitor :$EDD_NATS_HTTP_PORT, JetStream in $EDD_HOME/nats, log $EDD_HOME/nats.log)"
+        # Logs are for the operator only (0600), like every file under .edd that holds logs or secrets.
+        touch "$EDD_HOME/nats.log" && chmod 600 "$EDD_HOME/nats.log"
         printf '\n--- %s starting nats-server\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$EDD_HOME/nats.log"
         # setsid: its own session, so it outlives this script and its terminal. fds 0-2 go to
         # files and every other inherited fd (our lock, a CI runner's pipes) is closed, so

@@ -123,3 +123,27 @@ async fn garbage_and_forged_events_on_every_stream_stop_nothing_and_change_nothi
     .await;
     assert!(dead.is_ok(), "not every message was dead-lettered: {dead:?}");
 }
+
+/// The first administrator is made once: deleted by another admin, it does not come back with its
+/// old password when auth restarts (the service is ready only once its bootstrap has run).
+#[tokio::test]
+async fn a_deleted_bootstrap_admin_does_not_come_back_on_restart() {
+    let mut w = World::builder().start().await;
+    let body = serde_json::json!({"username": "root2", "password": edd_it::world::PASSWORD, "is_admin": true});
+    let created = w.auth.post("/admin/users", &w.admin, body).await.unwrap();
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let root2 = w.auth.login("root2", edd_it::world::PASSWORD).await.unwrap();
+    let first = w.auth.get("/api/session", &w.admin).await.unwrap().body["user"]["id"].as_str().unwrap().to_owned();
+    let deleted = w.auth.call("DELETE", &format!("/admin/users/{first}"), Some(&root2), None).await.unwrap();
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+
+    w.auth_service.restart().await.unwrap();
+    let again = w.auth.call(
+        "POST",
+        "/api/login",
+        None,
+        Some(serde_json::json!({"username": services::ADMIN, "password": services::ADMIN_PASSWORD})),
+    );
+    assert_eq!(again.await.unwrap().status, StatusCode::UNAUTHORIZED, "the deleted bootstrap admin came back");
+    assert_eq!(w.auth.get("/api/session", &root2).await.unwrap().status, StatusCode::OK);
+}

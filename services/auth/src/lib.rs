@@ -81,7 +81,8 @@ pub async fn run(
         .follow(filters, accounts.watermark())
         .follow_authorizer(&authorizer);
     let state = state::AppState::new(commits, pool.clone(), authorizer.clone(), config, hasher);
-    tokio::spawn(bootstrap(state.clone(), admin_password, shutdown.clone()));
+    let bootstrapped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(bootstrap(state.clone(), admin_password, bootstrapped.clone(), shutdown.clone()));
 
     let ready = authorizer.clone();
     let (routes, _) = api::routes().with_state(state).split_for_parts();
@@ -89,6 +90,17 @@ pub async fn run(
         .router(routes)
         .openapi(openapi())
         .readiness("permissions", move || ready.clone().readiness())
+        // Ready once its signing key is in the log (and the first admin made, on a new platform).
+        .readiness("bootstrap", move || {
+            let done = bootstrapped.load(std::sync::atomic::Ordering::Acquire);
+            async move {
+                if done {
+                    Ok(())
+                } else {
+                    Err("publishing the signing key")
+                }
+            }
+        })
         .readiness("postgres", move || {
             let pool = pool.clone();
             async move { sqlx::query("SELECT 1").execute(&pool).await.map(drop) }
@@ -100,7 +112,12 @@ pub async fn run(
 
 /// Once permissions are loaded: publish the signing key, create the first admin. Retries until
 /// it works or the service stops, since neither can be skipped.
-async fn bootstrap(state: state::AppState, admin_password: Option<String>, shutdown: Shutdown) {
+async fn bootstrap(
+    state: state::AppState,
+    admin_password: Option<String>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: Shutdown,
+) {
     while !state.authorizer.wait_ready(Duration::from_secs(1)).await {
         if shutdown.is_triggered() {
             return;
@@ -109,7 +126,10 @@ async fn bootstrap(state: state::AppState, admin_password: Option<String>, shutd
     let mut backoff = Duration::from_millis(200);
     loop {
         match bootstrap_once(&state, admin_password.clone()).await {
-            Ok(()) => return,
+            Ok(()) => {
+                done.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "auth bootstrap failed; retrying");
                 if shutdown.is_triggered() {
@@ -125,6 +145,16 @@ async fn bootstrap(state: state::AppState, admin_password: Option<String>, shutd
 async fn bootstrap_once(state: &state::AppState, admin_password: Option<String>) -> Result<(), Problem> {
     state.ensure_signing_key().await?;
     let Some(password) = admin_password else { return Ok(()) };
+    // The first administrator is made once, on a platform that never had a user: a bootstrap
+    // admin someone deleted must not come back, with its old password, at the next restart. The
+    // log says whether a user was ever created (the read model may still be catching up).
+    let filters = ["auth.user.*.created".to_owned()];
+    let users = edd_events::consume::pending_after(state.commits.store().jetstream(), "AUTH", &filters, 0)
+        .await
+        .map_err(|e| Problem::unavailable(format!("the event log is unavailable: {e}")))?;
+    if users > 0 {
+        return Ok(());
+    }
     let username = state.config.admin_username.clone();
     match domain::create_user(state, "bootstrap", &username, password, None, true).await {
         Ok(user) => {

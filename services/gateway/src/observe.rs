@@ -227,7 +227,12 @@ fn start_writer(target: &AccessLogTarget) -> io::Result<Option<SyncSender<Vec<u8
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fs::create_dir_all(dir)?;
             }
-            Box::new(fs::OpenOptions::new().create(true).append(true).open(path)?)
+            // An access log names clients and paths: for the operator only (0600), also when an
+            // older run left it readable by others.
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            let file = fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            Box::new(file)
         }
     };
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
@@ -319,5 +324,25 @@ impl Drop for Observed {
         // A body hyper never polled (empty, HEAD, 101) ended when it was dropped.
         let completed = self.inner.is_end_stream();
         self.finish(completed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn the_access_log_is_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("edd-access-log-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("access.log");
+        // An older run's log, readable by everyone, is tightened too.
+        std::fs::write(&path, b"").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _ = start_writer(&AccessLogTarget::File(path.clone())).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
