@@ -8,9 +8,15 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
+use tower::util::MapRequestLayer;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::metrics::{self, Metrics};
-use crate::middleware;
+use crate::middleware::{self, AllowedOrigins, REQUEST_ID_HEADER};
 use crate::probes::{self, ReadinessCheck};
 
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -29,6 +35,7 @@ pub struct App {
     body_limit: usize,
     request_timeout: Duration,
     openapi: Option<utoipa::openapi::OpenApi>,
+    cors: Option<AllowedOrigins>,
 }
 
 impl App {
@@ -41,6 +48,7 @@ impl App {
             body_limit: DEFAULT_BODY_LIMIT,
             request_timeout: DEFAULT_TIMEOUT,
             openapi: None,
+            cors: None,
         }
     }
 
@@ -84,9 +92,18 @@ impl App {
         self
     }
 
+    /// Lets browser pages of `origins` call the service (CORS): an allowed origin is answered
+    /// with itself (never `*`) and credentials allowed; methods GET, POST, PUT, DELETE, PATCH;
+    /// request headers `Authorization`, `Content-Type`, `X-Request-Id`, `Range` and the `If-*`
+    /// ones; `Content-Range`, `ETag`, `X-Request-Id` and `Retry-After` readable by the page.
+    /// Without it, no CORS headers are sent (browsers then refuse cross-origin reads). With it,
+    /// every `OPTIONS` request is answered as a preflight.
+    pub fn cors(mut self, origins: AllowedOrigins) -> Self {
+        self.cors = Some(origins);
+        self
+    }
+
     pub fn build(self) -> Router {
-        // `Router::layer` wraps each route after routing, so the matched route is known to the
-        // metrics; the last layer added runs first.
         let mut router = probes::router(self.service, self.checks, self.metrics.clone()).merge(self.router);
         if let Some(document) = self.openapi {
             let body = axum::body::Bytes::from(crate::openapi::to_json(&document));
@@ -98,12 +115,41 @@ impl App {
                 }),
             );
         }
-        router
-            .layer(DefaultBodyLimit::max(self.body_limit))
-            .layer(from_fn(middleware::problem_errors))
-            .layer(from_fn(middleware::catch_panic))
-            .layer(from_fn_with_state(self.request_timeout, middleware::timeout))
+        // One stack, outermost first, given to `Router::layer` once: it wraps each route after
+        // routing, so the matched route is known to the metrics; each further `Router::layer`
+        // call would box the service and its future again (one call per layer measured ~2.5 µs
+        // a request more, of ~10, in the `pipeline_overhead` setup).
+        let pipeline = ServiceBuilder::new()
+            .layer(MapRequestLayer::new(middleware::drop_invalid_request_id))
+            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, middleware::UuidV7))
+            .layer(MapRequestLayer::new(middleware::expose_request_id))
+            // Outside the span and everything else, so every answer carries the id.
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(middleware::RequestSpan)
+                    .on_request(())
+                    .on_response(middleware::LogCompletion)
+                    .on_body_chunk(())
+                    .on_eos(())
+                    // The "request completed" line has the status already; a 500's cause is
+                    // logged where it happens (`Problem::internal`).
+                    .on_failure(()),
+            )
             .layer(from_fn_with_state(self.metrics, metrics::record_http))
-            .layer(from_fn(middleware::trace))
+            // Outside the error answers, so a browser page can read those too.
+            .option_layer(self.cors.map(AllowedOrigins::cors_layer))
+            .layer(CompressionLayer::new().compress_when(middleware::CompressJson))
+            .layer(from_fn(middleware::problem_errors))
+            .layer(CatchPanicLayer::custom(middleware::PanicProblem))
+            // Hand-written, not tower-http's `TimeoutLayer`: measured cheaper (see its comment).
+            // Bounds the time to the response head only: a streamed body is not cut off.
+            .layer(from_fn_with_state(self.request_timeout, middleware::timeout))
+            // axum's limit, not tower-http's `RequestBodyLimitLayer`: it applies to the buffering
+            // extractors (`Bytes`, `Json`, `Form`, …) only, so a route that streams `Body`
+            // (storage uploads, limited by quota) is not cut off; tower-http's would limit every
+            // body, streamed or not, and answer 413 on the `Content-Length` alone.
+            .layer(DefaultBodyLimit::max(self.body_limit));
+        router.layer(pipeline)
     }
 }

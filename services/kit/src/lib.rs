@@ -22,6 +22,6 @@ pub use commit::Committer;
 pub use config::{secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
 pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
-pub use middleware::RequestId;
+pub use middleware::{AllowedOrigins, RequestId};
 pub use problem::Problem;
 pub use shutdown::Shutdown;
