@@ -88,6 +88,7 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
     let router = App::new("notify", metrics)
         .router(routes)
         .openapi(openapi())
+        .cors(edd_kit::AllowedOrigins::new(&config.base_domain, &config.allowed_origins))
         .readiness("permissions", move || authorizer.clone().readiness())
         .readiness("live", move || {
             let ready = hub.is_ready();
