@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use edd_events::{catalog::auth::UserCreated, store::Outgoing, Envelope, Expected};
+use edd_events::{catalog::auth::UserCreated, store::Outgoing, Expected};
 use edd_it::{fixtures, TestEnv};
 use edd_projections::{Runner, RunnerConfig};
 use futures_util::{stream, StreamExt};

@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Parser;
-use edd_events::{catalog::notify::Notification, Envelope, Token};
+use edd_events::{catalog::notify::Notification, Token};
 use edd_it::{
     eventually,
     services::{start_auth, start_gateway_with, start_notify, test_config, Api, ADMIN, ADMIN_PASSWORD},
