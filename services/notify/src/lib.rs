@@ -80,7 +80,7 @@ pub async fn run(config: NotifyConfig, deps: Deps, listener: TcpListener, shutdo
         pool: pool.clone(),
         authorizer: authorizer.clone(),
         hub: hub.clone(),
-        origins: Arc::new(live::Origins::new(&config.base_domain, &config.allowed_origins)),
+        origins: Arc::new(edd_kit::AllowedOrigins::new(&config.base_domain, &config.allowed_origins)),
         ping_interval: config.ping_interval(),
         shutdown: shutdown.clone(),
     };

@@ -9,7 +9,7 @@ use edd_events::{Event, Expected};
 use edd_kit::{auth::Authorizer, Committer, Problem, Shutdown};
 use sqlx::PgPool;
 
-use crate::live::{Hub, Origins};
+use crate::live::Hub;
 
 /// The `INBOX` subjects the live fanout's mute copy follows.
 pub const MUTE_FILTERS: [&str; 2] = ["inbox.*.muted", "inbox.*.unmuted"];
@@ -21,7 +21,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub authorizer: Authorizer,
     pub hub: Arc<Hub>,
-    pub origins: Arc<Origins>,
+    /// The browser origins live connections (and CORS) accept.
+    pub origins: Arc<edd_kit::AllowedOrigins>,
     pub ping_interval: Duration,
     pub shutdown: Shutdown,
 }
