@@ -8,7 +8,7 @@ use crate::platform;
 
 #[derive(Subcommand)]
 pub enum ApiCommand {
-    /// Regenerate docs/openapi/<service>.json for every service (or print one with --stdout SERVICE).
+    /// Regenerate `docs/openapi/<service>.json` for every service (or print one with `--stdout SERVICE`).
     Schema {
         #[arg(long, default_value = "docs/openapi")]
         out: std::path::PathBuf,
