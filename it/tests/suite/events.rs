@@ -55,7 +55,7 @@ async fn hundred_racing_claims_on_one_username_one_wins() {
         let kind = kind.clone();
         // Different spellings of one name: claims are case-insensitive.
         let value = if i % 2 == 0 { "Ada" } else { "ada" };
-        async move { store.claim("it", &kind, value, &format!("owner{i}")).await }
+        async move { store.claim("auth", &kind, value, &format!("owner{i}")).await }
     });
     let results = join_all(claims).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
@@ -64,9 +64,9 @@ async fn hundred_racing_claims_on_one_username_one_wins() {
 
     // Released, it can be claimed again — once.
     let winner = results.iter().position(|r| r.is_ok()).unwrap();
-    store.release("it", &kind, "ada", &format!("owner{winner}")).await.unwrap();
-    assert!(store.claim("it", &kind, "ADA", "newcomer").await.is_ok());
-    assert!(matches!(store.claim("it", &kind, "ada", "late").await, Err(AppendError::Conflict { .. })));
+    store.release("auth", &kind, "ada", &format!("owner{winner}")).await.unwrap();
+    assert!(store.claim("auth", &kind, "ADA", "newcomer").await.is_ok());
+    assert!(matches!(store.claim("auth", &kind, "ada", "late").await, Err(AppendError::Conflict { .. })));
 }
 
 #[tokio::test]
