@@ -53,6 +53,8 @@ async fn keeps_its_contract(st: &PathBuf, service: &str, base: &str, headers: &[
         .args(["--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", "1"])
         .args(["--no-color", "--suppress-health-check", "all", "--generation-database", "none"])
         .env("NO_COLOR", "1")
+        // Whatever schemathesis keeps between runs stays out of the repository.
+        .current_dir(std::env::temp_dir())
         .kill_on_drop(true);
     for header in headers {
         cmd.args(["-H", header]);
