@@ -48,8 +48,12 @@ async fn keeps_its_contract(st: &PathBuf, service: &str, base: &str, headers: &[
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
         ])
-        // Bounded: a few cases per operation, each request and the whole run with a deadline.
-        .args(["--max-examples", "15", "--request-timeout", "10", "--max-time", "20"])
+        // Bounded and repeatable: a fixed number of cases per operation from a fixed seed (a time
+        // budget would make the number of cases depend on the machine's load).
+        .args(["--max-examples", "15", "--request-timeout", "10"])
+        // An SSE stream answers 200 and stays open until the request times out: every case would
+        // cost the whole timeout. The streams have their own tests (notify_live, storage).
+        .args(["--exclude-path-regex", "^/sse/"])
         .args(["--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", "1"])
         .args(["--no-color", "--suppress-health-check", "all", "--generation-database", "none"])
         .env("NO_COLOR", "1")

@@ -147,3 +147,13 @@ async fn a_deleted_bootstrap_admin_does_not_come_back_on_restart() {
     assert_eq!(again.await.unwrap().status, StatusCode::UNAUTHORIZED, "the deleted bootstrap admin came back");
     assert_eq!(w.auth.get("/api/session", &root2).await.unwrap().status, StatusCode::OK);
 }
+
+/// Text PostgreSQL cannot store (a NUL) is the client's bad input, not a server error (schemathesis
+/// found it on `/api/login`).
+#[tokio::test]
+async fn a_nul_in_a_login_is_a_bad_request_not_a_server_error() {
+    let w = World::builder().start().await;
+    let body = serde_json::json!({"username": "ad\u{0}a", "password": "password-1"});
+    let a = w.auth.call("POST", "/api/login", None, Some(body)).await.unwrap();
+    edd_it::assert_problem(&a, StatusCode::BAD_REQUEST);
+}

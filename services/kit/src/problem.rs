@@ -192,6 +192,11 @@ impl From<sqlx::Error> for Problem {
                 tracing::error!(error = %e, "database unavailable");
                 Self::unavailable("the database is unavailable; retry shortly").with_retry_after(2)
             }
+            // PostgreSQL text cannot hold NUL (22021) or characters outside the encoding (22P05):
+            // that is the client's input, not our failure (found by schemathesis on /api/login).
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("22021" | "22P05")) => {
+                Self::bad_request("text may not contain NUL or characters outside UTF-8")
+            }
             e => Self::internal(e),
         }
     }
