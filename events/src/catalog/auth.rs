@@ -113,6 +113,36 @@ aggregate_event!(
     "revoked"
 );
 
+/// Every session of a user issued before `before` is revoked at once, whatever their number: one
+/// event, which services keep as a per-user watermark ("sessions issued before T are void") rather
+/// than one revocation per session. `keep` names one session that survives (the one that changed
+/// the password); a later event without it ends that one too.
+///
+/// `before` is compared with a session token's `iat` (whole seconds): a token is void when
+/// `iat < before`. The auth service picks the next whole second and answers only once the clock has
+/// passed it, so every token issued before the request is void and every one issued after it the
+/// request was answered is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionsRevoked {
+    pub user_id: Token,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String")]
+    pub before: OffsetDateTime,
+    /// The one session spared, if any (a password change keeps the caller's own session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Token>,
+}
+aggregate_event!(
+    SessionsRevoked,
+    "auth.user.sessions_revoked.v1",
+    "AUTH",
+    "auth.user.{user_id}.sessions_revoked",
+    "Every session of a user issued before `before` (but `keep`) was revoked; one event for all of them.",
+    ["auth", "user"],
+    user_id,
+    "sessions_revoked"
+);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IdentityUpdated {
     pub service_account_id: Token,
@@ -237,6 +267,24 @@ aggregate_event!(
     "retired"
 );
 
+/// A session-signing key revoked at once (a compromise): every token it signed stops working
+/// everywhere, cached or not, and it never verifies again. Unlike [`SigningKeyRetired`] there is no
+/// grace; the auth service rotates first when the key was the active one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningKeyRevoked {
+    pub kid: Token,
+}
+aggregate_event!(
+    SigningKeyRevoked,
+    "auth.key.revoked.v1",
+    "AUTH",
+    "auth.key.{kid}.revoked",
+    "A session-signing key was revoked; every token it signed stops working at once.",
+    ["auth", "key"],
+    kid,
+    "revoked"
+);
+
 /// A uniqueness claim: the first `ClaimMade` on `auth.claim.{kind}.{key}` wins, because it is appended
 /// with "no earlier event on this exact subject". The key is the hex of the normalized value, so any
 /// value (dots, capitals, unicode) maps to one subject-safe token.
@@ -315,6 +363,13 @@ mod tests {
         };
         assert_eq!(u.subject().as_str(), "auth.user.u1.created");
         assert_eq!(u.aggregate().unwrap().filter(), "auth.user.u1.>");
+        // Revoking all sessions is part of the user's aggregate, and one subject per user.
+        let all =
+            SessionsRevoked { user_id: Token::new("u1").unwrap(), before: OffsetDateTime::UNIX_EPOCH, keep: None };
+        assert_eq!(all.subject().as_str(), "auth.user.u1.sessions_revoked");
+        assert_eq!(all.aggregate().unwrap().filter(), "auth.user.u1.>");
+        let key = SigningKeyRevoked { kid: Token::new("k1").unwrap() };
+        assert_eq!(key.subject().as_str(), "auth.key.k1.revoked");
     }
 
     #[test]

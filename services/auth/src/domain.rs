@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use edd_events::{
-    catalog::auth::{ScopeMap, SessionRevoked, TokenCreated, UserCreated},
+    catalog::auth::{ScopeMap, SessionRevoked, SessionsRevoked, TokenCreated, UserCreated},
     AppendError, Expected, Token,
 };
 use edd_kit::{
@@ -169,20 +169,27 @@ pub async fn revoke_session(
     }
 }
 
-/// Revokes every active session of `user_id` except `keep`; returns how many.
-pub async fn revoke_sessions(
-    state: &AppState,
-    actor: &str,
-    user_id: &str,
-    keep: Option<&str>,
-) -> Result<usize, Problem> {
-    let sessions = queries::active_sessions(&state.pool, Some(user_id)).await?;
-    let mut n = 0;
-    for session in sessions.iter().filter(|s| Some(s.id.as_str()) != keep) {
-        revoke_session(state, actor, &session.id, Some(user_id)).await?;
-        n += 1;
+/// Revokes every session of `user_id` except `keep` with one event, however many there are;
+/// returns how many were active.
+///
+/// The event voids tokens issued before the next whole second (a token's `iat` is whole seconds),
+/// and the command answers only once that second has come: every token issued before the request
+/// is void, and none issued after the answer is (at most a second's wait).
+pub async fn revoke_sessions(state: &AppState, actor: &str, user_id: &str, keep: Option<&str>) -> Result<i64, Problem> {
+    let active = queries::count_active_sessions(&state.pool, user_id, keep).await?;
+    let before = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + 1)
+        .map_err(Problem::internal)?;
+    let revoked = SessionsRevoked {
+        user_id: Token::new(user_id).map_err(Problem::internal)?,
+        before,
+        keep: keep.map(Token::new).transpose().map_err(Problem::internal)?,
+    };
+    state.commit(actor, revoked, Expected::Any).await?;
+    let left = before - OffsetDateTime::now_utc();
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
     }
-    Ok(n)
+    Ok(active)
 }
 
 /// A token just issued: what the projection shows of it, and its secret (never stored; only its

@@ -6,8 +6,8 @@
 
 use edd_events::{
     catalog::auth::{
-        IdentityDeleted, IdentityUpdated, SessionCreated, SessionRevoked, TokenCreated, TokenRevoked, UserCreated,
-        UserDeleted, UserUpdated,
+        IdentityDeleted, IdentityUpdated, SessionCreated, SessionRevoked, SessionsRevoked, TokenCreated, TokenRevoked,
+        UserCreated, UserDeleted, UserUpdated,
     },
     RawEvent,
 };
@@ -144,6 +144,27 @@ async fn apply(tx: &mut PgConnection, event: &RawEvent) -> Result<Outcome, Apply
         sqlx::query("UPDATE sessions SET revoked_at = coalesce(revoked_at, $2), seq = $3 WHERE session_id = $1")
             .bind(e.session_id.as_str())
             .bind(at)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    } else if event.is::<SessionsRevoked>() {
+        // One event for all of them. A session created after `before` (by the event's clock) stays
+        // listed; services void by the token's own issue time, which is never later than that.
+        let e: SessionsRevoked = event.decode()?;
+        sqlx::query(
+            "UPDATE sessions SET revoked_at = $2, seq = $3
+             WHERE user_id = $1 AND revoked_at IS NULL AND created_at < $4 AND session_id IS DISTINCT FROM $5",
+        )
+        .bind(e.user_id.as_str())
+        .bind(at)
+        .bind(seq)
+        .bind(e.before)
+        .bind(e.keep.as_ref().map(|k| k.as_str()))
+        .execute(&mut *tx)
+        .await?;
+        // Part of the user's aggregate: the user's next change expects this sequence.
+        sqlx::query("UPDATE users SET seq = $2 WHERE user_id = $1")
+            .bind(e.user_id.as_str())
             .bind(seq)
             .execute(&mut *tx)
             .await?;

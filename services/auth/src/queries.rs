@@ -135,6 +135,18 @@ pub async fn session_by_id(pool: &PgPool, id: &str) -> Result<Option<Session>, s
     .transpose()
 }
 
+/// How many active sessions `user_id` has, `keep` aside (all of them, not a page).
+pub async fn count_active_sessions(pool: &PgPool, user_id: &str, keep: Option<&str>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {SCHEMA}.sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND session_id IS DISTINCT FROM $2"
+    ))
+    .bind(user_id)
+    .bind(keep)
+    .fetch_one(pool)
+    .await
+}
+
 /// Active sessions: of one user, or of everyone (`None`, admin view).
 pub async fn active_sessions(pool: &PgPool, user_id: Option<&str>) -> Result<Vec<Session>, sqlx::Error> {
     sqlx::query(&format!(

@@ -95,6 +95,14 @@ pub async fn ensure_active_key(pool: &PgPool, candidate: StoredKey) -> Result<St
     Ok(key)
 }
 
+/// The state of key `kid` (`pending`, `active` or `retired`), if it is ours.
+pub async fn key_state(pool: &PgPool, kid: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM auth_private.signing_keys WHERE kid = $1")
+        .bind(kid)
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn insert_pending_key(pool: &PgPool, key: &StoredKey) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO auth_private.signing_keys (kid, pkcs8, state) VALUES ($1, $2, 'pending')")
         .bind(&key.kid)

@@ -9,7 +9,7 @@ use std::{
 use axum::extract::FromRef;
 use edd_events::{
     catalog::{
-        auth::{SigningKeyAdded, SigningKeyRetired},
+        auth::{SigningKeyAdded, SigningKeyRetired, SigningKeyRevoked},
         notify::Notification,
     },
     Event, EventStore, Expected, Token,
@@ -127,5 +127,22 @@ impl AppState {
             self.commit(actor, SigningKeyRetired { kid: old, accept_until }, Expected::Any).await?;
         }
         Ok(key.kid().clone())
+    }
+
+    /// Revokes key `kid` at once (a compromise): every token it signed stops working everywhere.
+    /// When it is the active key, a new one is rotated in first, so logins go on. Returns the
+    /// active key's id; 404 for a key that is not ours.
+    pub async fn revoke_key(&self, actor: &str, kid: &Token) -> Result<Token, Problem> {
+        let key_state = secrets::key_state(&self.pool, kid.as_str())
+            .await?
+            .ok_or_else(|| Problem::not_found("no such signing key"))?;
+        if key_state == "active" {
+            self.rotate_key(actor).await?;
+        }
+        self.commit(actor, SigningKeyRevoked { kid: kid.clone() }, Expected::Any).await?;
+        let active = secrets::active_key(&self.pool)
+            .await?
+            .ok_or_else(|| Problem::unavailable("no signing key yet").with_retry_after(1))?;
+        Token::new(active.kid).map_err(Problem::internal)
     }
 }

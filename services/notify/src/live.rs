@@ -9,12 +9,14 @@
 //!
 //! [`websocket`] and [`sse`] are the two endpoints. Both authenticate like any route (a header, or
 //! `?token=` since browsers cannot set headers on these), check `Origin` when one is sent, count
-//! against `max_sockets_per_user`, and re-check the credential every ping interval, so a revoked
-//! token or a logout ends its live connections too.
+//! against `max_sockets_per_user`, and end the moment their credential stops working
+//! ([`Authorizer::refused`]: a revoked token, a logout, a revoke-all, a revoked signing key, a
+//! scope taken away), within the fast revocation path's latency rather than at the next ping.
 
 use std::{
     collections::HashMap,
     convert::Infallible,
+    future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -26,9 +28,9 @@ use async_nats::jetstream;
 use axum::{
     extract::{
         ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        FromRequestParts, State,
+        State,
     },
-    http::{header, request::Parts, HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
@@ -36,7 +38,7 @@ use axum::{
 };
 use edd_events::{catalog::notify::Notification, consume};
 use edd_kit::{
-    auth::{Authorizer, Principal},
+    auth::{Authorizer, Presented, Principal},
     Metrics, Problem, Shutdown,
 };
 use edd_projections::{Handle, Watermark};
@@ -467,27 +469,9 @@ fn check_origin(origins: &edd_kit::AllowedOrigins, headers: &HeaderMap) -> Resul
     }
 }
 
-/// The raw credential of the request, kept to re-check it during the connection's life.
-pub struct RawCredential(String);
-
-impl<S: Send + Sync> FromRequestParts<S> for RawCredential {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        edd_kit::auth::credential(parts)
-            .map(|c| Self(c.to_owned()))
-            .ok_or_else(|| Problem::unauthorized("no credential"))
-    }
-}
-
-/// Whether `credential` still authenticates as the connection's user with read on the inbox.
-fn still_allowed(authorizer: &Authorizer, credential: &str, user: &str) -> bool {
-    match authorizer.authenticate(credential) {
-        Ok(p) => p.user_id.as_str() == user && crate::api::require(&p, "read").is_ok(),
-        // Not ready means this replica lost its permissions (e.g. a rebuild); do not cut users off.
-        Err(edd_kit::auth::AuthError::NotReady) => true,
-        Err(_) => false,
-    }
+/// Resolves when `credential` stops authenticating as the connection's user with read on the inbox.
+fn refused(authorizer: &Authorizer, credential: String, user: String) -> impl Future<Output = ()> + Send + 'static {
+    authorizer.refused(credential, move |p| p.user_id.as_str() == user && crate::api::require(p, "read").is_ok())
 }
 
 /// Opens a live connection for `principal`: the shared checks of both endpoints.
@@ -521,7 +505,7 @@ enum Ending {
 ///
 /// The service pings every ping interval (20 s by default) and closes a client that has sent
 /// nothing for two intervals. Close codes: 1001 the service is stopping; 1008 the credential
-/// stopped working (revoked, logged out, scope removed; re-checked every interval) or no pong;
+/// stopped working (revoked, logged out, scope removed, its signing key revoked; at once) or no pong;
 /// 1013 too slow (notifications arrived faster than they were read).
 ///
 /// Browsers, which cannot set headers here, may pass the credential as `?token=`. An `Origin`, when
@@ -546,7 +530,7 @@ enum Ending {
 pub async fn websocket(
     State(state): State<AppState>,
     principal: Principal,
-    RawCredential(credential): RawCredential,
+    Presented(credential): Presented,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Problem> {
@@ -574,10 +558,16 @@ async fn serve_socket(
     let mut heard = Instant::now();
     let stop = state.shutdown.wait();
     tokio::pin!(stop);
+    let revoked = refused(&state.authorizer, credential, user);
+    tokio::pin!(revoked);
     let ending = loop {
         tokio::select! {
             _ = &mut stop => break Ending::Shutdown,
             _ = &mut dropped => break Ending::Slow,
+            _ = &mut revoked => {
+                state.hub.metrics.revoked.inc();
+                break Ending::Revoked;
+            }
             push = rx.recv() => {
                 let Some(push) = push else { break Ending::Slow };
                 // A send blocks while the client does not read: the hub letting go ends it too.
@@ -601,10 +591,6 @@ async fn serve_socket(
                 if heard.elapsed() >= interval * 2 {
                     state.hub.metrics.ping_timeouts.inc();
                     break Ending::NoPong;
-                }
-                if !still_allowed(&state.authorizer, &credential, &user) {
-                    state.hub.metrics.revoked.inc();
-                    break Ending::Revoked;
                 }
                 let sent = tokio::select! {
                     _ = &mut dropped => break Ending::Slow,
@@ -639,7 +625,7 @@ async fn serve_socket(
 /// ping interval (20 s by default). Delivery is at most once and only while connected:
 /// `Last-Event-ID` is not honoured, catch up with `GET /api/notifications`. The stream ends when the
 /// service stops, when the client reads too slowly, or when the credential stops working (revoked,
-/// logged out, scope removed; re-checked every ping interval).
+/// logged out, scope removed, its signing key revoked; at once).
 ///
 /// Browsers (`EventSource`), which cannot set headers, may pass the credential as `?token=` (with
 /// `Accept: text/event-stream`). An `Origin`, when sent, must be one of the platform's hosts or a
@@ -661,38 +647,29 @@ async fn serve_socket(
 pub async fn sse(
     State(state): State<AppState>,
     principal: Principal,
-    RawCredential(credential): RawCredential,
+    Presented(credential): Presented,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     let subscription = open(&state, &principal, &headers)?;
     let interval = state.ping_interval;
-    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let live = SseState {
         subscription,
         stop: Box::pin(state.shutdown.wait()),
-        ticker,
-        authorizer: state.authorizer.clone(),
-        credential,
-        user: principal.user_id.to_string(),
+        revoked: Box::pin(refused(&state.authorizer, credential, principal.user_id.to_string())),
         hub: state.hub.clone(),
     };
     let stream = futures_util::stream::unfold(live, |mut live| async move {
-        loop {
-            tokio::select! {
-                _ = &mut live.stop => return None,
-                _ = &mut live.subscription.dropped => return None,
-                push = live.subscription.rx.recv() => {
-                    let push = push?;
-                    let event = Event::default().id(push.id.to_string()).data(push.json.as_str());
-                    return Some((Ok(event), live));
-                }
-                _ = live.ticker.tick() => {
-                    if !still_allowed(&live.authorizer, &live.credential, &live.user) {
-                        live.hub.metrics.revoked.inc();
-                        return None;
-                    }
-                }
+        tokio::select! {
+            _ = &mut live.stop => None,
+            _ = &mut live.subscription.dropped => None,
+            push = live.subscription.rx.recv() => {
+                let push = push?;
+                let event = Event::default().id(push.id.to_string()).data(push.json.as_str());
+                Some((Ok(event), live))
+            }
+            _ = &mut live.revoked => {
+                live.hub.metrics.revoked.inc();
+                None
             }
         }
     });
@@ -701,11 +678,8 @@ pub async fn sse(
 
 struct SseState {
     subscription: Subscription,
-    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    ticker: tokio::time::Interval,
-    authorizer: Authorizer,
-    credential: String,
-    user: String,
+    stop: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    revoked: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
     hub: Arc<Hub>,
 }
 

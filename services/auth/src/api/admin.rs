@@ -1,4 +1,5 @@
-//! Administration: users, everyone's sessions, key rotation. An administrator's session only.
+//! Administration: users, everyone's sessions, key rotation and revocation. An administrator's
+//! session only.
 
 use axum::{extract::State, http::StatusCode};
 use edd_events::{catalog::auth::UserDeleted, Expected, Token};
@@ -114,4 +115,39 @@ pub async fn rotate_key(State(state): State<AppState>, principal: Principal) -> 
     principal.require_admin()?;
     let kid = state.rotate_key(principal.user_id.as_str()).await?;
     Ok(Json(RotatedKey { kid }))
+}
+
+/// A revoked signing key, and the key new session tokens are signed with now.
+#[derive(Serialize, ToSchema)]
+pub struct RevokedKey {
+    /// The revoked key's id.
+    #[schema(value_type = String)]
+    revoked: Token,
+    /// The active key's id (a new one when the revoked key was active).
+    #[schema(value_type = String)]
+    kid: Token,
+}
+
+/// Revokes a session-signing key at once (an administrator's session): for a compromised key.
+///
+/// Unlike a rotation there is no grace: every token the key signed is refused by every service from
+/// the answer on (live connections close too), so its users sign in again. When it is the active
+/// key, a new one is rotated in first. Revoking a revoked key again is a no-op; `404` for a key id
+/// that is not the auth service's.
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{kid}/revoke",
+    tag = "admin",
+    params(("kid" = String, Path, description = "the key's id (`kid`), as in `/.well-known/jwks.json`")),
+    responses((status = 200, body = RevokedKey))
+)]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(kid): Path<String>,
+) -> Result<Json<RevokedKey>, Problem> {
+    principal.require_admin()?;
+    let revoked = Token::new(kid).map_err(|_| Problem::not_found("no such signing key"))?;
+    let kid = state.revoke_key(principal.user_id.as_str(), &revoked).await?;
+    Ok(Json(RevokedKey { revoked, kid }))
 }

@@ -37,6 +37,7 @@ pub fn routes() -> ApiRouter<AppState> {
         .routes(routes!(admin::delete_user))
         .routes(routes!(admin::sessions))
         .routes(routes!(admin::rotate_key))
+        .routes(routes!(admin::revoke_key))
         .routes(routes!(service_accounts::list, service_accounts::create))
         .routes(routes!(service_accounts::show, service_accounts::remove))
         .routes(routes!(service_accounts::set_scopes))

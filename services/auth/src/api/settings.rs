@@ -132,10 +132,14 @@ pub async fn revoke(
 /// How many sessions were revoked.
 #[derive(Serialize, ToSchema)]
 pub struct Revoked {
-    revoked: usize,
+    revoked: i64,
 }
 
 /// Revokes every session of the signed-in user, the current one too.
+///
+/// One event however many sessions there are: every service refuses, from then on, each token of
+/// the user issued before the request (their live connections close too). Answers within a second
+/// (it waits for the next whole second, so that a login after the answer is not caught by it).
 #[utoipa::path(
     post,
     path = "/api/settings/sessions/revoke-all",

@@ -9,6 +9,11 @@
 //! (a revoked session, token, service account or user never comes back), so applying it early can
 //! only refuse sooner, never allow wrongly; the projection brings the same fact a few ms later.
 //!
+//! Revoking every session of a user is one event and one value per user (a [`Cutoff`]: "issued
+//! before T is void"), and a revoked signing key voids every token it signed, cached or not. Every
+//! change that can refuse a credential bumps a generation ([`Authorizer::refused`] waits on it), so
+//! long-lived connections end the moment their credential does.
+//!
 //! Until the projection has caught up with everything in the stream at start-up, every request is
 //! refused with 503 — never allowed on a partial view.
 
@@ -23,7 +28,10 @@ use std::{
 
 use async_nats::jetstream;
 use edd_events::{
-    catalog::auth::{IdentityDeleted, IdentityUpdated, ScopeMap, SessionRevoked, TokenRevoked, UserDeleted},
+    catalog::auth::{
+        IdentityDeleted, IdentityUpdated, ScopeMap, SessionRevoked, SessionsRevoked, SigningKeyRevoked, TokenRevoked,
+        UserDeleted,
+    },
     Event, RawEvent, Token,
 };
 use edd_projections::{schema_name, Handle, Projection};
@@ -33,6 +41,7 @@ use time::OffsetDateTime;
 
 use super::{
     api_token,
+    cutoff::Cutoff,
     jwt::{self, Claims, JwtError, VerifyingKey},
     permissions::{PermissionsProjection, FILTERS},
     principal::{Credential, Principal},
@@ -88,6 +97,8 @@ struct ServiceAccount {
 /// A session token whose signature has been checked, with its ids already validated.
 struct Verified {
     claims: Claims,
+    /// The key that signed it, checked again on every use (it may be revoked since).
+    kid: String,
     user_id: Token,
     session_id: Token,
 }
@@ -96,6 +107,10 @@ struct Verified {
 #[derive(Default)]
 struct State {
     keys: HashMap<String, VerifyingKey>,
+    /// Keys revoked (compromised): nothing they signed is accepted, whenever it was verified.
+    revoked_keys: HashSet<String>,
+    /// User id → which of their sessions are void by issue time (revoke-all, password change).
+    cutoffs: HashMap<String, Cutoff>,
     users: HashMap<String, User>,
     /// By SHA-256 hex.
     tokens: HashMap<String, ApiToken>,
@@ -113,6 +128,14 @@ struct Inner {
     ready: AtomicBool,
     /// The projection position whose rows are in memory.
     loaded: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever memory changes in a way that may refuse a credential accepted before.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Inner {
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
 }
 
 /// Authenticates requests from memory. Cheap to clone; share one per service.
@@ -136,6 +159,7 @@ impl Authorizer {
             verified: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(false),
             loaded: tokio::sync::watch::channel(0).0,
+            generation: tokio::sync::watch::channel(0).0,
         });
         tokio::spawn(fast_revocations(inner.clone(), js.client(), handle.clone()));
         tokio::spawn(follow_projection(inner.clone(), pool, js, projection, handle));
@@ -179,6 +203,12 @@ impl Authorizer {
         self.watermark().wait_for(seq, timeout).await
     }
 
+    /// Changes whenever a credential accepted before may be refused now (any revocation, on the
+    /// fast path or from the projection): what [`Self::refused`] waits on.
+    pub(super) fn generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
     /// The public keys currently accepted, as a JWK set (`/.well-known/jwks.json`).
     pub fn jwks(&self) -> serde_json::Value {
         let state = self.read();
@@ -186,7 +216,9 @@ impl Authorizer {
         let mut keys: Vec<_> = state
             .keys
             .iter()
-            .filter(|(_, key)| key.accept_until.is_none_or(|until| until >= now))
+            .filter(|(kid, key)| {
+                key.accept_until.is_none_or(|until| until >= now) && !state.revoked_keys.contains(kid.as_str())
+            })
             .map(|(kid, key)| {
                 serde_json::json!({
                     "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
@@ -255,14 +287,26 @@ impl Authorizer {
         let state = self.read();
         let verified = match cached {
             Some(verified) => {
+                // The signature was checked once; the key's standing is checked every time, so
+                // retiring or revoking it ends its tokens here as well.
+                usable_key(&state, &verified.kid, now)?;
                 jwt::check(&verified.claims, now, jwt::SESSION)?;
                 verified
             }
             None => {
-                let claims = jwt::verify(credential, |kid| state.keys.get(kid), now, jwt::SESSION)?;
+                let kid = std::cell::RefCell::new(String::new());
+                let claims = jwt::verify(
+                    credential,
+                    |k| {
+                        k.clone_into(&mut kid.borrow_mut());
+                        usable_key(&state, k, now).ok()
+                    },
+                    now,
+                    jwt::SESSION,
+                )?;
                 let user_id = Token::new(claims.sub.as_str()).map_err(|_| AuthError::Unknown)?;
                 let session_id = Token::new(claims.sid.as_str()).map_err(|_| AuthError::Unknown)?;
-                let verified = Arc::new(Verified { claims, user_id, session_id });
+                let verified = Arc::new(Verified { claims, kid: kid.into_inner(), user_id, session_id });
                 let mut cache = self.inner.verified.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= VERIFIED_CACHE_CAPACITY {
                     cache.clear();
@@ -271,7 +315,12 @@ impl Authorizer {
                 verified
             }
         };
-        if state.revoked_sessions.contains_key(&verified.claims.sid) {
+        if state.revoked_sessions.contains_key(&verified.claims.sid)
+            || state
+                .cutoffs
+                .get(verified.user_id.as_str())
+                .is_some_and(|c| c.voids(&verified.claims.sid, verified.claims.iat))
+        {
             return Err(AuthError::Revoked);
         }
         let user = live_user(&state, verified.user_id.as_str())?;
@@ -282,6 +331,15 @@ impl Authorizer {
             credential: Credential::Session { session_id: verified.session_id.clone() },
         })
     }
+}
+
+/// The key `kid`, if it may verify a token now: known, not revoked, not retired past its grace.
+fn usable_key<'s>(state: &'s State, kid: &str, now: i64) -> Result<&'s VerifyingKey, JwtError> {
+    let key = state.keys.get(kid).ok_or(JwtError::UnknownKey)?;
+    if state.revoked_keys.contains(kid) || key.accept_until.is_some_and(|until| now > until) {
+        return Err(JwtError::UnknownKey);
+    }
+    Ok(key)
 }
 
 fn live_user(state: &State, user_id: &str) -> Result<User, AuthError> {
@@ -389,10 +447,18 @@ async fn load_changes(inner: &Inner, pool: &PgPool, schema: &str, since: i64) ->
     .bind(since)
     .fetch_all(pool)
     .await?;
-    let keys = sqlx::query(&format!("SELECT kid, public_key, accept_until FROM {schema}.signing_keys WHERE seq > $1"))
-        .bind(since)
-        .fetch_all(pool)
-        .await?;
+    let keys = sqlx::query(&format!(
+        "SELECT kid, public_key, accept_until, revoked FROM {schema}.signing_keys WHERE seq > $1"
+    ))
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let cutoffs =
+        sqlx::query(&format!("SELECT user_id, before, keep, keep_floor FROM {schema}.session_cutoffs WHERE seq > $1"))
+            .bind(since)
+            .fetch_all(pool)
+            .await?;
+    let changed = [&users, &accounts, &tokens, &sessions, &keys, &cutoffs].iter().any(|rows| !rows.is_empty());
 
     let mut state = inner.state.write().unwrap_or_else(|e| e.into_inner());
     for row in users {
@@ -450,6 +516,9 @@ async fn load_changes(inner: &Inner, pool: &PgPool, schema: &str, since: i64) ->
         let kid: String = row.try_get("kid")?;
         let public_key: String = row.try_get("public_key")?;
         let accept_until = unix(row.try_get("accept_until")?);
+        if row.try_get::<bool, _>("revoked")? {
+            state.revoked_keys.insert(kid.clone());
+        }
         match VerifyingKey::from_public_key(&public_key, accept_until) {
             Some(key) => {
                 state.keys.insert(kid, key);
@@ -457,9 +526,30 @@ async fn load_changes(inner: &Inner, pool: &PgPool, schema: &str, since: i64) ->
             None => tracing::error!(kid, "signing key in the permissions projection is not an Ed25519 key; ignored"),
         }
     }
+    for row in cutoffs {
+        let user_id: String = row.try_get("user_id")?;
+        let loaded = Cutoff {
+            before: row.try_get("before")?,
+            keep: row.try_get("keep")?,
+            keep_floor: row.try_get("keep_floor")?,
+        };
+        merge_cutoff(&mut state, user_id, loaded);
+    }
     let now = now();
     state.revoked_sessions.retain(|_, expires| *expires > now);
+    drop(state);
+    if changed {
+        inner.bump();
+    }
     Ok(())
+}
+
+fn merge_cutoff(state: &mut State, user_id: String, cutoff: Cutoff) {
+    let merged = match state.cutoffs.remove(&user_id) {
+        Some(known) => known.merge(cutoff),
+        None => cutoff,
+    };
+    state.cutoffs.insert(user_id, merged);
 }
 
 /// Applies revoking events to memory as they are published, ahead of the projection.
@@ -470,6 +560,8 @@ async fn fast_revocations(inner: Arc<Inner>, client: async_nats::Client, handle:
         "auth.identity.*.deleted",
         "auth.identity.*.updated",
         "auth.user.*.deleted",
+        "auth.user.*.sessions_revoked",
+        "auth.key.*.revoked",
     ];
     let mut subscriptions = Vec::new();
     for subject in subjects {
@@ -539,8 +631,20 @@ fn apply_revocation(inner: &Inner, event: &RawEvent) {
                     true;
             }
         }
-        _ => {}
+        SessionsRevoked::TYPE => {
+            if let Ok(e) = event.decode::<SessionsRevoked>() {
+                merge_cutoff(&mut state, e.user_id.to_string(), Cutoff::of_event(e.before, e.keep.map(String::from)));
+            }
+        }
+        SigningKeyRevoked::TYPE => {
+            if let Ok(e) = event.decode::<SigningKeyRevoked>() {
+                state.revoked_keys.insert(e.kid.to_string());
+            }
+        }
+        _ => return,
     }
+    drop(state);
+    inner.bump();
 }
 
 /// Whether every grant in `new` was already granted by `old`.

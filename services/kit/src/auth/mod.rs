@@ -5,14 +5,18 @@
 //! - [`api_token`]: opaque `edd_…` tokens and their SHA-256;
 //! - [`permissions`]: the projection each service runs over the `AUTH` stream;
 //! - [`Authorizer`]: that projection in memory, answering "who is this?" in microseconds;
-//! - [`Principal`]: the axum extractor and the ownership/scope checks handlers make.
+//! - [`Principal`]: the axum extractor and the ownership/scope checks handlers make;
+//! - [`cutoff`]: "sessions issued before T are void", revoking all of a user's sessions at once;
+//! - [`Presented`] and [`Authorizer::refused`]: live connections that end with their credential.
 //!
 //! A service wires it up with [`start`], puts the [`Authorizer`] in its state (`FromRef`), and takes
 //! a `Principal` in each handler.
 
 pub mod api_token;
 mod authorizer;
+pub mod cutoff;
 pub mod jwt;
+mod live;
 pub mod permissions;
 mod principal;
 pub mod scope;
@@ -24,6 +28,7 @@ use edd_projections::{Handle, RunnerConfig};
 use sqlx::PgPool;
 
 pub use authorizer::{AuthError, Authorizer};
+pub use live::Presented;
 pub use permissions::PermissionsProjection;
 pub use principal::{credential, Credential, MaybePrincipal, Principal};
 

@@ -1,22 +1,23 @@
 //! The permissions projection every service runs: from the `AUTH` stream it keeps what local
 //! authorization needs — users (admin flag, deleted), API-token hashes, service-account scopes,
-//! revoked sessions and the public signing keys — restricted to the service's own scope root.
+//! revoked sessions, each user's "sessions issued before T are void" [cutoff](super::cutoff) and the
+//! public signing keys (revoked ones marked) — restricted to the service's own scope root.
 //!
 //! Every row carries `seq`, the stream sequence of the last event that touched it, so the
 //! [`Authorizer`](super::Authorizer) can load only what changed since its last look.
 
 use edd_events::{
     catalog::auth::{
-        IdentityDeleted, IdentityUpdated, SessionRevoked, SigningKeyAdded, SigningKeyRetired, TokenCreated,
-        TokenRevoked, UserCreated, UserDeleted, UserUpdated,
+        IdentityDeleted, IdentityUpdated, SessionRevoked, SessionsRevoked, SigningKeyAdded, SigningKeyRetired,
+        SigningKeyRevoked, TokenCreated, TokenRevoked, UserCreated, UserDeleted, UserUpdated,
     },
     RawEvent,
 };
 use edd_projections::{ApplyError, Outcome, Projection};
 use futures_util::future::BoxFuture;
-use sqlx::{types::Json, PgConnection};
+use sqlx::{types::Json, PgConnection, Row};
 
-use super::scope;
+use super::{cutoff::Cutoff, scope};
 
 /// The subjects the projection reads.
 pub const FILTERS: &[&str] =
@@ -35,7 +36,8 @@ impl PermissionsProjection {
     }
 }
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE users (
     user_id text PRIMARY KEY,
     is_admin boolean NOT NULL,
@@ -78,7 +80,19 @@ CREATE INDEX service_accounts_seq ON service_accounts (seq);
 CREATE INDEX tokens_seq ON tokens (seq);
 CREATE INDEX revoked_sessions_seq ON revoked_sessions (seq);
 CREATE INDEX signing_keys_seq ON signing_keys (seq);
-"];
+",
+    "
+ALTER TABLE signing_keys ADD COLUMN revoked boolean NOT NULL DEFAULT false;
+CREATE TABLE session_cutoffs (
+    user_id text PRIMARY KEY,
+    before bigint NOT NULL,
+    keep text,
+    keep_floor bigint NOT NULL,
+    seq bigint NOT NULL
+);
+CREATE INDEX session_cutoffs_seq ON session_cutoffs (seq);
+",
+];
 
 impl Projection for PermissionsProjection {
     fn name(&self) -> &'static str {
@@ -140,6 +154,29 @@ async fn apply(root: Option<&'static str>, tx: &mut PgConnection, event: &RawEve
         .bind(e.session_id.as_str())
         .bind(e.user_id.as_str())
         .bind(e.expires_at)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    } else if event.is::<SessionsRevoked>() {
+        let e: SessionsRevoked = event.decode()?;
+        let row = sqlx::query("SELECT before, keep, keep_floor FROM session_cutoffs WHERE user_id = $1 FOR UPDATE")
+            .bind(e.user_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut cutoff = Cutoff::of_event(e.before, e.keep.map(String::from));
+        if let Some(row) = row {
+            let stored = Cutoff { before: row.try_get(0)?, keep: row.try_get(1)?, keep_floor: row.try_get(2)? };
+            cutoff = stored.merge(cutoff);
+        }
+        sqlx::query(
+            "INSERT INTO session_cutoffs (user_id, before, keep, keep_floor, seq) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (user_id) DO UPDATE SET before = EXCLUDED.before, keep = EXCLUDED.keep,
+                 keep_floor = EXCLUDED.keep_floor, seq = EXCLUDED.seq",
+        )
+        .bind(e.user_id.as_str())
+        .bind(cutoff.before)
+        .bind(cutoff.keep)
+        .bind(cutoff.keep_floor)
         .bind(seq)
         .execute(&mut *tx)
         .await?;
@@ -207,6 +244,13 @@ async fn apply(root: Option<&'static str>, tx: &mut PgConnection, event: &RawEve
         sqlx::query("UPDATE signing_keys SET accept_until = $2, seq = $3 WHERE kid = $1")
             .bind(e.kid.as_str())
             .bind(e.accept_until)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+    } else if event.is::<SigningKeyRevoked>() {
+        let e: SigningKeyRevoked = event.decode()?;
+        sqlx::query("UPDATE signing_keys SET revoked = true, seq = $2 WHERE kid = $1")
+            .bind(e.kid.as_str())
             .bind(seq)
             .execute(&mut *tx)
             .await?;

@@ -9,7 +9,7 @@ use axum::{
 };
 use edd_kit::Query;
 use edd_kit::{
-    auth::Principal,
+    auth::{Presented, Principal},
     openapi::{IntoParams, ToSchema},
     Json, Problem,
 };
@@ -86,7 +86,8 @@ pub struct ProgressQuery {
 
 /// Follows one of the caller's transfers as server-sent events; ends when it does.
 ///
-/// Works whether the watcher arrives before or after the transfer starts.
+/// Works whether the watcher arrives before or after the transfer starts. The stream also ends the
+/// moment the caller's credential stops working (revoked, logged out, its key revoked).
 #[utoipa::path(
     get,
     path = "/sse/progress",
@@ -104,11 +105,15 @@ pub struct ProgressQuery {
 pub async fn progress(
     State(state): State<AppState>,
     principal: Principal,
+    Presented(credential): Presented,
     Query(q): Query<ProgressQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
     principal.require("storage", &principal.user_id, Some("files"), None, "read")?;
     check_id(&q.id)?;
     let rx = state.progress.watch(&principal.user_id, &q.id)?;
+    let user = principal.user_id.clone();
+    let revoked =
+        state.authorizer.refused(credential, move |p| p.require("storage", &user, Some("files"), None, "read").is_ok());
     let events = futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
         if finished {
             return None;
@@ -121,5 +126,7 @@ pub async fn progress(
         }
         Some((Ok(event), (rx, done)))
     });
+    // Ends with the credential: `take_until` drops the stream, which closes the response.
+    let events = futures_util::StreamExt::take_until(events, revoked);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
