@@ -67,3 +67,60 @@ pub(crate) async fn eventually<T>(timeout: Duration, what: &str, mut check: impl
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Something answering at a master's address without the cluster key or the client secret: it takes
+/// every call, whatever its credential, and answers it with what `answer` makes of the method and the
+/// request's bytes — its reply "signed" with no key of the cluster's. Stops when dropped.
+pub(crate) struct Impostor {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Answer = dyn Fn(&str, bytes::Bytes) -> bytes::Bytes + Send + Sync;
+
+impl Impostor {
+    pub(crate) async fn start(answer: impl Fn(&str, bytes::Bytes) -> bytes::Bytes + Send + Sync + 'static) -> Impostor {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind impostor");
+        let addr = listener.local_addr().expect("impostor addr");
+        let answer: std::sync::Arc<Answer> = std::sync::Arc::new(answer);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(impersonate(stream, std::sync::Arc::clone(&answer)));
+            }
+        });
+        Impostor { addr, task }
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn impersonate(stream: tokio::net::TcpStream, answer: std::sync::Arc<Answer>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let answer = std::sync::Arc::clone(&answer);
+        let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        async move {
+            let svc = tower::service_fn(move |r: tonic::Request<bytes::Bytes>| {
+                let reply = answer(&method, r.into_inner());
+                // The right shape, made without any key of the cluster's.
+                let forged: String = ring::digest::digest(&ring::digest::SHA256, &reply)
+                    .as_ref()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let mut response = tonic::Response::new(reply);
+                response.metadata_mut().insert(crate::rpc::REPLY_HEADER, forged.parse().expect("header value"));
+                async move { Ok::<_, tonic::Status>(response) }
+            });
+            let mut grpc = tonic::server::Grpc::new(crate::rpc::codec::RawCodec);
+            Ok::<_, std::convert::Infallible>(grpc.unary(svc, req).await)
+        }
+    });
+    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}

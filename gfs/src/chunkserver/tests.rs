@@ -24,7 +24,7 @@ use crate::chunk::{ChunkHandle, ChunkVersion};
 use crate::dataplane::{CapabilityToken, ChunkRef, ClientConfig, DataClient, TokenOp};
 use crate::rpc::messages::{self, *};
 use crate::rpc::{Authenticator, MasterApi, ServeOptions};
-use crate::test_support::{eventually, pattern, TempDir};
+use crate::test_support::{eventually, pattern, Impostor, TempDir};
 
 const KEY: &[u8] = &[0x42; 32];
 const CLIENT_SECRET: &[u8] = b"client-secret-for-tests-0123";
@@ -379,6 +379,43 @@ async fn a_delete_order_removes_the_chunk_and_one_for_an_absent_chunk_is_harmles
     next_heartbeat(&fake, seen + 2).await;
     server.stop().await;
     master.stop().await;
+}
+
+#[tokio::test]
+async fn a_delete_order_from_something_without_the_cluster_key_is_refused_and_the_chunk_kept() {
+    let dir = TempDir::new("cs-impostor");
+    seed(dir.path(), &[(A, 1, b"keep me")]).await;
+    // Whatever answers at the master's address: it takes every heartbeat and orders A deleted.
+    let beats = Arc::new(Mutex::new(Vec::<Heartbeat>::new()));
+    let recorded = Arc::clone(&beats);
+    let impostor = Impostor::start(move |method, body| {
+        if let (true, Ok(heartbeat)) = (method == "Heartbeat", <Heartbeat as prost::Message>::decode(body)) {
+            recorded.lock().expect("beats").push(heartbeat);
+        }
+        let delete = Order { kind: OrderKind::Delete as i32, handle: A.0, ..Order::default() };
+        Bytes::from(prost::Message::encode_to_vec(&HeartbeatReply { orders: vec![delete], want_full_report: false }))
+    })
+    .await;
+    let config = ChunkserverConfig {
+        full_report_every: 100_000,
+        master_timeout: Duration::from_millis(300),
+        ..config(dir.path(), &[impostor.addr])
+    };
+    let server = Chunkserver::start(config).await;
+
+    // A reply taken would make the next heartbeat a delta; a reply refused is a failed heartbeat, so
+    // every one after it is a full report again — and no order of it is carried out.
+    let seen = eventually(WAIT, "five heartbeats at the impostor", || {
+        let beats = beats.lock().expect("beats");
+        (beats.len() >= 5).then(|| beats.clone())
+    })
+    .await;
+    assert!(seen.iter().all(|h| h.full), "a reply without the cluster key was taken: {:?}", seen);
+    let a1 = ChunkRef { handle: A, version: ChunkVersion(1) };
+    let read = data_client().read(server.addr, a1, 0, 100, &token(TokenOp::Read, A, 1)).await.expect("A still there");
+    assert_eq!(&read[..], b"keep me");
+    assert!(chunk_file(dir.path(), A, "chunk").exists());
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -8,15 +8,20 @@
 //!
 //! A mutation retried after a failover may already have been applied by the master that went away; the
 //! master's answers make that visible (for example `ALREADY_EXISTS` for a file created twice).
+//!
+//! Each attempt is signed anew ([`Credential::sign`]), and its reply is accepted only when signed for
+//! it by a holder of the same secret; an unsigned or wrongly signed reply counts as no master there
+//! (the call moves on to the next address, and fails with the reason if none answers properly).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::http::Uri;
 use tonic::{Code, Status};
-use tonic_prost::ProstCodec;
 
-use super::{Credential, H2Channel, ACTIVE_HEADER, MAX_MESSAGE, SERVICE, STANDBY_HEADER};
+use super::codec::RawCodec;
+use super::{Credential, H2Channel, ACTIVE_HEADER, MAX_MESSAGE, REPLY_HEADER, SERVICE, STANDBY_HEADER};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
@@ -78,9 +83,10 @@ impl MasterClient {
     /// Calls `method` on the active master, failing over as described in the module docs.
     pub(crate) async fn call<Req, Reply>(&self, method: &'static str, request: Req) -> Result<Reply, Status>
     where
-        Req: prost::Message + Send + Sync + Clone + 'static,
-        Reply: prost::Message + Default + Send + Sync + 'static,
+        Req: prost::Message,
+        Reply: prost::Message + Default,
     {
+        let request = Bytes::from(request.encode_to_vec());
         if self.inner.addrs.is_empty() {
             return Err(Status::invalid_argument("no GFS master address configured"));
         }
@@ -89,7 +95,7 @@ impl MasterClient {
         let mut tried = 0usize;
         loop {
             let index = self.state().current;
-            let status = match self.call_one(index, method, request.clone()).await {
+            let status = match self.call_one::<Reply>(index, method, request.clone()).await {
                 Ok(reply) => return Ok(reply),
                 Err(Attempt::Final(status)) => return Err(status),
                 Err(Attempt::Failover(status)) => status,
@@ -129,10 +135,9 @@ impl MasterClient {
         }
     }
 
-    async fn call_one<Req, Reply>(&self, index: usize, method: &'static str, request: Req) -> Result<Reply, Attempt>
+    async fn call_one<Reply>(&self, index: usize, method: &'static str, request: Bytes) -> Result<Reply, Attempt>
     where
-        Req: prost::Message + Send + Sync + 'static,
-        Reply: prost::Message + Default + Send + Sync + 'static,
+        Reply: prost::Message + Default,
     {
         let options = self.inner.options;
         let channel = self.channel(index).await.map_err(Attempt::Failover)?;
@@ -146,28 +151,37 @@ impl MasterClient {
         let path = format!("/{SERVICE}/{method}")
             .parse()
             .map_err(|_| Attempt::Final(Status::internal(format!("bad method name {method}"))))?;
+        // Signed per attempt: a master accepts a credential once.
+        let signed = self.inner.credential.sign(method, &request);
+        let header = signed.header().parse().map_err(|_| Attempt::Final(Status::internal("unencodable credential")))?;
         let mut request = tonic::Request::new(request);
-        let header = self
-            .inner
-            .credential
-            .header()
-            .parse()
-            .map_err(|_| Attempt::Final(Status::internal("unencodable credential")))?;
         request.metadata_mut().insert("authorization", header);
         let call = async {
             if let Err(e) = grpc.ready().await {
                 return Err(Attempt::Failover(Status::unavailable(format!("master {addr} not ready: {e}"))));
             }
-            grpc.unary(request, path, ProstCodec::default()).await.map_err(Attempt::classify)
+            grpc.unary(request, path, RawCodec).await.map_err(Attempt::classify)
         };
-        match tokio::time::timeout(options.call_timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(attempt)) => Err(attempt),
-            Err(_) => Err(Attempt::Failover(Status::unavailable(format!(
-                "master {addr} did not answer {method} within {:?}",
-                options.call_timeout
-            )))),
+        let response = match tokio::time::timeout(options.call_timeout, call).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(attempt)) => return Err(attempt),
+            Err(_) => {
+                return Err(Attempt::Failover(Status::unavailable(format!(
+                    "master {addr} did not answer {method} within {:?}",
+                    options.call_timeout
+                ))))
+            }
+        };
+        let mac = response.metadata().get(REPLY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let body = response.into_inner();
+        if !self.inner.credential.verify_reply(&signed, mac.as_deref(), &body) {
+            // Whatever answered there does not hold the secret: no master. Another address may be one.
+            tracing::warn!(master = %addr, method, "a reply not signed by a GFS master refused");
+            return Err(Attempt::Failover(Status::unauthenticated(format!(
+                "the answer at {addr} to {method} is not signed by a GFS master"
+            ))));
         }
+        Reply::decode(body).map_err(|e| Attempt::Final(Status::internal(format!("undecodable {method} reply: {e}"))))
     }
 
     async fn channel(&self, index: usize) -> Result<H2Channel, Status> {

@@ -7,21 +7,30 @@
 //! [`MasterApi`] trait a master implements, the server's dispatch and [`MasterClient`]'s methods, so
 //! the three cannot drift apart.
 //!
-//! Every call is authenticated ([`auth`]): a method is refused unless the caller's role is among the
-//! roles the table lists for it. A standby master answers `UNAVAILABLE` with `x-gfs-standby: 1` and,
+//! Every call is authenticated ([`auth`]): its credential is bound to the method and the request's
+//! bytes and accepted once, and a method is refused unless the caller's role is among the roles the
+//! table lists for it. Every reply is signed for its call with the same secret ([`REPLY_HEADER`]), and
+//! [`MasterClient`] refuses a reply that is not, so something answering at a master's address without
+//! the secret is no master. Messages travel as raw bytes (`codec`): both sides sign and check the
+//! exact bytes sent. A standby master answers `UNAVAILABLE` with `x-gfs-standby: 1` and,
 //! when it knows it, the active master's address in `x-gfs-active`; [`MasterClient`] then moves on to
 //! another master of its list. An active master's own `UNAVAILABLE` is its answer and is not retried.
 //!
-//! Modules: `messages` (the wire types), `auth` (credentials), `server` (serving a [`MasterApi`]), `channel` (one HTTP/2 connection as a tonic transport),
-//! `client` ([`MasterClient`] with failover across masters).
+//! Modules: `messages` (the wire types), `auth` (credentials and reply signatures), `server` (serving
+//! a [`MasterApi`]), `channel` (one HTTP/2 connection as a tonic transport), `codec` (messages as
+//! bytes), `client` ([`MasterClient`] with failover across masters).
 
 pub mod auth;
 mod channel;
 mod client;
+pub(crate) mod codec;
 pub mod messages;
 mod server;
 
-pub use auth::{Authenticator, Credential, CredentialError, Role};
+#[cfg(test)]
+mod tests;
+
+pub use auth::{Authenticator, Credential, CredentialError, Refused, Role, SignedCall, Verified, REPLY_HEADER};
 pub use channel::H2Channel;
 pub use client::{ClientOptions, MasterClient};
 pub use server::{serve, ServeOptions};
@@ -58,13 +67,15 @@ macro_rules! master_methods {
             )+
         }
 
-        /// Decodes the call for `method`, runs it on `api` and encodes the answer.
+        /// Checks the call for `method` against its verified credential (role allowed, body the one
+        /// signed), decodes it, runs it on `api` and encodes the answer, signed for this call.
         pub(crate) async fn dispatch<A: MasterApi>(
             api: std::sync::Arc<A>,
-            role: Role,
+            verified: Verified,
             method: &str,
             req: hyper::Request<hyper::body::Incoming>,
         ) -> hyper::Response<tonic::body::Body> {
+            let role = verified.role();
             match method {
                 $(
                     stringify!($name) => {
@@ -72,12 +83,29 @@ macro_rules! master_methods {
                             return tonic::Status::permission_denied(concat!(stringify!($name), " is not allowed for this credential"))
                                 .into_http();
                         }
-                        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<$reply, $req>::default())
+                        let mut grpc = tonic::server::Grpc::new(codec::RawCodec)
                             .max_decoding_message_size(MAX_MESSAGE)
                             .max_encoding_message_size(MAX_MESSAGE);
-                        let svc = tower::service_fn(move |r: tonic::Request<$req>| {
+                        let svc = tower::service_fn(move |r: tonic::Request<bytes::Bytes>| {
                             let api = std::sync::Arc::clone(&api);
-                            async move { api.$fn(role, r.into_inner()).await.map(tonic::Response::new) }
+                            let verified = verified.clone();
+                            async move {
+                                let body = r.into_inner();
+                                if !verified.covers(&body) {
+                                    return Err(tonic::Status::unauthenticated("the request is not the one its credential was made for"));
+                                }
+                                let request = <$req as prost::Message>::decode(body).map_err(|e| {
+                                    tonic::Status::invalid_argument(format!(concat!("undecodable ", stringify!($name), " request: {}"), e))
+                                })?;
+                                let reply = bytes::Bytes::from(prost::Message::encode_to_vec(&api.$fn(role, request).await?));
+                                let mac = verified
+                                    .sign_reply(&reply)
+                                    .parse()
+                                    .map_err(|_| tonic::Status::internal("unencodable reply signature"))?;
+                                let mut response = tonic::Response::new(reply);
+                                response.metadata_mut().insert(REPLY_HEADER, mac);
+                                Ok(response)
+                            }
                         });
                         grpc.unary(svc, req).await
                     }

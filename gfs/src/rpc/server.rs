@@ -1,6 +1,7 @@
-//! Serving a [`MasterApi`] on a TCP listener: cleartext HTTP/2 (prior knowledge), every call
-//! authenticated before its body is read, every call bounded in time; connections bounded in number,
-//! pinged, and closed when idle; refusals logged at a bounded rate.
+//! Serving a [`MasterApi`] on a TCP listener: cleartext HTTP/2 (prior knowledge), every call's
+//! credential checked before its body is read (and the body against it after), every call bounded in
+//! time; connections bounded in number, pinged, and closed when idle; refusals logged at a bounded
+//! rate.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::{dispatch, Authenticator, MasterApi, SERVICE};
+use super::{dispatch, Authenticator, MasterApi, Refused, SERVICE};
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
@@ -115,17 +116,25 @@ async fn call<A: MasterApi>(
     peer: std::net::SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<tonic::body::Body> {
-    let header = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Some(role) = auth.verify(header) else {
-        refusals.note(peer, "gfs master call without a valid credential refused");
-        return tonic::Status::unauthenticated("a valid GFS credential is required").into_http();
-    };
     let path = req.uri().path().to_owned();
-    let Some(method) = path.strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE)).and_then(|p| p.strip_prefix('/'))
-    else {
+    let method = path.strip_prefix('/').and_then(|p| p.strip_prefix(SERVICE)).and_then(|p| p.strip_prefix('/'));
+    let header = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // The credential names the method it was made for: checked against the path as sent.
+    let verified = match auth.verify(header, method.unwrap_or(&path)) {
+        Ok(verified) => verified,
+        Err(Refused::Busy) => {
+            refusals.note(peer, "gfs master call refused: too many credentials in use");
+            return tonic::Status::resource_exhausted("too many calls at once; retry").into_http();
+        }
+        Err(_) => {
+            refusals.note(peer, "gfs master call without a valid credential refused");
+            return tonic::Status::unauthenticated("a valid GFS credential is required").into_http();
+        }
+    };
+    let Some(method) = method else {
         return tonic::Status::unimplemented(format!("no service at {path}")).into_http();
     };
-    match tokio::time::timeout(options.call_timeout, dispatch(api, role, method, req)).await {
+    match tokio::time::timeout(options.call_timeout, dispatch(api, verified, method, req)).await {
         Ok(response) => response,
         Err(_) => tonic::Status::deadline_exceeded(format!("{method} took longer than {:?}", options.call_timeout))
             .into_http(),
