@@ -140,8 +140,9 @@ async fn stat_on(addr: SocketAddr, credential: &Credential, request: PathRequest
     let origin: hyper::Uri = format!("http://{addr}").parse().expect("origin");
     let mut grpc = tonic::client::Grpc::with_origin(service, origin);
     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let signed = credential.sign("Stat", &prost::Message::encode_to_vec(&request));
     let mut request = tonic::Request::new(request);
-    request.metadata_mut().insert("authorization", credential.header().parse().expect("header"));
+    request.metadata_mut().insert("authorization", signed.header().parse().expect("header"));
     let path = format!("/{SERVICE}/Stat").parse().expect("path");
     grpc.unary(request, path, tonic_prost::ProstCodec::default()).await.map(tonic::Response::into_inner)
 }
