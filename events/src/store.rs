@@ -63,10 +63,22 @@ pub enum AppendError {
 /// The current holder of a uniqueness claim.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimHolder {
-    /// Stream sequence of the `ClaimMade` event.
+    /// The claim's last stream sequence while this holding stands: its `ClaimMade` event's, or
+    /// that of messages not of ours (garbage, a forged origin) stored after it, which change
+    /// nothing. What releasing exactly this holding expects.
     pub seq: u64,
     pub owner: String,
     pub made_at: time::OffsetDateTime,
+}
+
+/// Most messages read on one claim's subjects when the last one is not an event of ours.
+const MAX_CLAIM_MESSAGES: usize = 1000;
+
+/// What a claim's subjects hold: the last sequence (what an append must expect) and the last
+/// event of ours (the claim's state).
+struct ClaimLog {
+    last_seq: u64,
+    last_ours: Option<crate::envelope::RawEvent>,
 }
 
 /// An encoded event ready to publish: subject, id and bytes.
@@ -172,16 +184,15 @@ impl EventStore {
         let out = Outgoing::encode(&envelope)?;
         match self.append(&aggregate, Expected::NoStream, std::slice::from_ref(&out)).await {
             Err(AppendError::Conflict { .. }) => {
-                // Taken, unless the last word on it is a release: then claim after that release.
-                let last = self.last_event(aggregate.filter()).await?;
-                match last {
-                    Some((seq, ty)) if ty == auth::ClaimReleased::TYPE => {
-                        Ok(self.append(&aggregate, Expected::Exactly(seq), &[out]).await?.last_seq)
-                    }
-                    _ => Err(AppendError::Conflict {
+                // Taken, unless the last word of ours on it is a release, or there is none (only
+                // messages that are not events of ours): then claim after whatever is last.
+                let claim = self.claim_log(aggregate.filter()).await?;
+                match claim.last_ours {
+                    Some(raw) if raw.ty() == auth::ClaimMade::TYPE => Err(AppendError::Conflict {
                         aggregate: aggregate.filter().to_owned(),
                         expected: Expected::NoStream,
                     }),
+                    _ => Ok(self.append(&aggregate, Expected::Exactly(claim.last_seq), &[out]).await?.last_seq),
                 }
             }
             other => other.map(|a| a.last_seq),
@@ -198,13 +209,14 @@ impl EventStore {
     pub async fn claim_holder(&self, kind: &Token, value: &str) -> Result<Option<ClaimHolder>, AppendError> {
         let made = auth::ClaimMade { kind: kind.clone(), value: value.to_owned(), owner: String::new() };
         let aggregate = made.aggregate().ok_or(AppendError::Empty)?;
-        let Some(raw) = self.last_raw(aggregate.filter()).await? else { return Ok(None) };
+        let claim = self.claim_log(aggregate.filter()).await?;
+        let Some(raw) = claim.last_ours else { return Ok(None) };
         if raw.ty() != auth::ClaimMade::TYPE {
             return Ok(None);
         }
         let made: auth::ClaimMade =
             raw.decode().map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
-        Ok(Some(ClaimHolder { seq: raw.stream_seq, owner: made.owner, made_at: raw.envelope.time }))
+        Ok(Some(ClaimHolder { seq: claim.last_seq, owner: made.owner, made_at: raw.envelope.time }))
     }
 
     /// Releases the claim on `value` only if its last event is still the one at `seq`: frees a claim
@@ -225,27 +237,69 @@ impl EventStore {
         Ok(self.last_raw(filter).await?.map(|raw| (raw.stream_seq, raw.envelope.id)))
     }
 
-    /// The sequence and type of the last event under `filter`, if any.
-    async fn last_event(&self, filter: &str) -> Result<Option<(u64, String)>, AppendError> {
-        Ok(self.last_raw(filter).await?.map(|raw| (raw.stream_seq, raw.envelope.ty)))
+    async fn last_raw(&self, filter: &str) -> Result<Option<crate::envelope::RawEvent>, AppendError> {
+        Ok(self.last_message(filter).await?.and_then(|(_, ours)| ours))
     }
 
-    async fn last_raw(&self, filter: &str) -> Result<Option<crate::envelope::RawEvent>, AppendError> {
+    async fn stream_of(&self, filter: &str) -> Result<jetstream::stream::Stream, AppendError> {
         let stream_name = crate::streams::stream_for_subject(filter)
             .map(|s| s.name)
             .ok_or_else(|| AppendError::NoStream(filter.to_owned()))?;
-        let stream = self
-            .js
-            .get_stream(stream_name)
-            .await
-            .map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })?;
+        self.js.get_stream(stream_name).await.map_err(|e| AppendError::Unavailable { attempts: 1, last: e.to_string() })
+    }
+
+    /// The sequence of the last message under `filter`, if any, and that message if it is an event
+    /// of ours. A message that is not (garbage, a forged origin: see
+    /// [`publishers::check`](crate::catalog::publishers::check)) is nobody's event: an append that
+    /// conflicts with it is a conflict, never an unreachable log.
+    async fn last_message(
+        &self,
+        filter: &str,
+    ) -> Result<Option<(u64, Option<crate::envelope::RawEvent>)>, AppendError> {
+        let stream = self.stream_of(filter).await?;
         match stream.get_last_raw_message_by_subject(filter).await {
-            // A last message that is not an event of ours (garbage, a forged origin) is nobody's
-            // event: an append that conflicts with it is a conflict, never an unreachable log.
-            Ok(msg) => Ok(crate::catalog::publishers::check(msg.sequence, msg.subject.as_str(), &msg.payload).ok()),
+            Ok(msg) => Ok(Some((
+                msg.sequence,
+                crate::catalog::publishers::check(msg.sequence, msg.subject.as_str(), &msg.payload).ok(),
+            ))),
             Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
             Err(e) => Err(AppendError::Unavailable { attempts: 1, last: e.to_string() }),
         }
+    }
+
+    /// A claim's log: its last sequence and its last event of ours, passing over messages that are
+    /// not events of ours wherever they are. Such a message says nothing about the claim: one on a
+    /// free value does not take it, one after a `ClaimMade` does not free it.
+    async fn claim_log(&self, filter: &str) -> Result<ClaimLog, AppendError> {
+        let Some((last_seq, last)) = self.last_message(filter).await? else {
+            return Ok(ClaimLog { last_seq: 0, last_ours: None });
+        };
+        if last.is_some() {
+            return Ok(ClaimLog { last_seq, last_ours: last });
+        }
+        // The last message is not ours: the claim's state is its last event of ours before it,
+        // found by reading the claim's few messages from its first (garbage is bounded, or the read
+        // would be unbounded too).
+        let stream = self.stream_of(filter).await?;
+        let unavailable = |e: &dyn std::fmt::Display| AppendError::Unavailable { attempts: 1, last: e.to_string() };
+        let mut last_ours = None;
+        let mut from = 1;
+        for _ in 0..MAX_CLAIM_MESSAGES {
+            let next = stream.raw_message_builder().sequence(from).next_by_subject(filter).send().await;
+            let msg = match next {
+                Ok(msg) if msg.sequence < last_seq => msg,
+                Ok(_) => return Ok(ClaimLog { last_seq, last_ours }),
+                Err(e) if matches!(e.kind(), jetstream::stream::RawMessageErrorKind::NoMessageFound) => {
+                    return Ok(ClaimLog { last_seq, last_ours })
+                }
+                Err(e) => return Err(unavailable(&e)),
+            };
+            if let Ok(raw) = crate::catalog::publishers::check(msg.sequence, msg.subject.as_str(), &msg.payload) {
+                last_ours = Some(raw);
+            }
+            from = msg.sequence + 1;
+        }
+        Err(unavailable(&format!("more than {MAX_CLAIM_MESSAGES} messages on {filter}")))
     }
 
     async fn publish_checked(

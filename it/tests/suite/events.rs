@@ -69,6 +69,50 @@ async fn hundred_racing_claims_on_one_username_one_wins() {
     assert!(matches!(store.claim("auth", &kind, "ada", "late").await, Err(AppendError::Conflict { .. })));
 }
 
+/// A message that is not an event of ours on a claim's subjects says nothing about the claim: on a
+/// free value it does not take it, after a claim it does not free it, and neither blocks the next
+/// claim or release.
+#[tokio::test]
+async fn garbage_on_a_claim_neither_takes_nor_frees_it() {
+    let env = TestEnv::new().await.unwrap();
+    let store = env.events();
+    let kind = Token::new("username").unwrap();
+    let made = |value: &str| edd_events::catalog::auth::ClaimMade {
+        kind: kind.clone(),
+        value: value.into(),
+        owner: String::new(),
+    };
+    let garbage = |value: &str| {
+        let subject = made(value).subject().to_string();
+        let js = env.js.clone();
+        async move {
+            js.publish(subject.clone(), "garbage".into()).await.unwrap().await.unwrap();
+            // And an event "from" a component that may not publish claims.
+            let forged = serde_json::to_vec(&Envelope::new("storage", made("x"))).unwrap();
+            js.publish(subject, forged.into()).await.unwrap().await.unwrap();
+        }
+    };
+
+    // Garbage first: the value is still free, and claimed once.
+    garbage("grace").await;
+    assert_eq!(store.claim_holder(&kind, "grace").await.unwrap(), None);
+    store.claim("auth", &kind, "grace", "owner1").await.unwrap();
+    assert!(matches!(store.claim("auth", &kind, "Grace", "owner2").await, Err(AppendError::Conflict { .. })));
+
+    // Garbage after the claim: still held by its owner, still taken.
+    garbage("grace").await;
+    let holder = store.claim_holder(&kind, "grace").await.unwrap().expect("the claim is held");
+    assert_eq!(holder.owner, "owner1");
+    assert!(matches!(store.claim("auth", &kind, "grace", "owner2").await, Err(AppendError::Conflict { .. })));
+    // Released as it stands (the garbage after it is no change): free again, and garbage after the
+    // release does not take it.
+    store.release_stale("auth", &kind, "grace", &holder).await.unwrap();
+    garbage("grace").await;
+    assert_eq!(store.claim_holder(&kind, "grace").await.unwrap(), None);
+    store.claim("auth", &kind, "grace", "owner3").await.unwrap();
+    assert_eq!(store.claim_holder(&kind, "grace").await.unwrap().unwrap().owner, "owner3");
+}
+
 #[tokio::test]
 async fn retried_publish_with_same_id_is_stored_once() {
     let env = TestEnv::new().await.unwrap();
