@@ -182,8 +182,10 @@ impl super::Event for FileDeleted {
     }
 }
 
-/// A share link for one file: whoever holds the link's key may read the file until `expires_at`.
-/// Only the key's SHA-256 is recorded; the key itself is shown once, to its creator.
+/// A share link for one stored file: whoever holds the link's key may read it until `expires_at`,
+/// and only as long as the file at `path` is still the bytes the link was made for (`blob`): an
+/// overwrite or a delete ends the link. Only the key's SHA-256 is recorded; the key itself is shown
+/// once, to its creator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShareCreated {
     pub share_id: Token,
@@ -196,6 +198,11 @@ pub struct ShareCreated {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String")]
     pub expires_at: OffsetDateTime,
+    /// The GFS path of the bytes the link serves ([`FileUploaded::blob`] of the file it was made
+    /// for). Absent from links recorded before links named their bytes: such a link is to the file
+    /// that was at `path` when the link was created, which the catalog resolves when it applies it.
+    #[serde(default)]
+    pub blob: Option<String>,
 }
 aggregate_event!(
     ShareCreated,
@@ -236,6 +243,19 @@ mod tests {
         assert!(Token::new(namespace_key(&"a.b-c_".repeat(10))).is_ok());
         assert!(Token::new(file_key("a/b c/../*>.txt")).is_ok());
         assert_ne!(file_key("a"), file_key("A"));
+    }
+
+    #[test]
+    fn a_share_recorded_before_links_named_their_bytes_still_decodes() {
+        let old = serde_json::json!({
+            "share_id": "s1", "ns_id": "n1", "namespace": "ns", "path": "a.txt", "owner": "u1",
+            "key_sha256": "00", "expires_at": "2026-01-01T00:00:00Z",
+        });
+        let share: ShareCreated = serde_json::from_value(old).unwrap();
+        assert_eq!(share.blob, None);
+        let mut new = serde_json::to_value(&share).unwrap();
+        new["blob"] = "/n1/b".into();
+        assert_eq!(serde_json::from_value::<ShareCreated>(new).unwrap().blob.as_deref(), Some("/n1/b"));
     }
 
     #[test]

@@ -80,6 +80,56 @@ async fn share_links_multipart_uploads_and_a_rebuilt_catalog() {
     assert_eq!(w.api.delete("/storage/docs/up/a.json", &token).await.unwrap().status, StatusCode::NO_CONTENT);
     assert_eq!(w.upload(&token, "/storage/docs/up/a.json", "{\"a\":2}").await.0, StatusCode::CREATED);
     assert_eq!(w.get(&path, None, &[]).await.status(), StatusCode::GONE);
+    // Overwritten in place, likewise: the link served the old bytes, never the new ones.
+    let a = w.api.post("/storage/share", &token, json!({"namespace": "docs", "path": "up/a.json"})).await.unwrap();
+    let link = a.body["url"].as_str().unwrap().to_owned();
+    let overwritten = link[link.find("/storage/shared/").unwrap()..].to_owned();
+    assert_eq!(body_bytes(w.get(&overwritten, None, &[]).await).await, b"{\"a\":2}");
+    assert_eq!(w.upload(&token, "/storage/docs/up/a.json?overwrite=true", "{\"a\":3}").await.0, StatusCode::OK);
+    let resp = w.get(&overwritten, None, &[]).await;
+    assert_eq!(resp.status(), StatusCode::GONE);
+    assert_ne!(body_bytes(resp).await, b"{\"a\":3}");
+    let listed = w.api.get("/storage/shares", &token).await.unwrap();
+    assert_eq!(listed.body[0]["revoked"], true, "{:?}", listed.body);
+    // A link made now is to the new bytes.
+    let a = w.api.post("/storage/share", &token, json!({"namespace": "docs", "path": "up/a.json"})).await.unwrap();
+    let link = a.body["url"].as_str().unwrap().to_owned();
+    let current = link[link.find("/storage/shared/").unwrap()..].to_owned();
+    assert_eq!(body_bytes(w.get(&current, None, &[]).await).await, b"{\"a\":3}");
+    // A link recorded before links named their bytes is to the file at its path when it was made:
+    // it serves that file, and an overwrite ends it too.
+    let (ns_id, owner): (String, String) =
+        sqlx::query_as("SELECT ns_id, owner FROM storage_catalog.namespaces WHERE name = 'docs'")
+            .fetch_one(&w.storage().db().pool)
+            .await
+            .unwrap();
+    let (share_id, key) = (edd_events::Token::random(), "an-old-style-link-key");
+    let old = edd_events::catalog::storage::ShareCreated {
+        share_id: share_id.clone(),
+        ns_id: edd_events::Token::new(ns_id).unwrap(),
+        namespace: "docs".into(),
+        path: "up/a.json".into(),
+        owner: edd_events::Token::new(owner).unwrap(),
+        key_sha256: sha256(key.as_bytes()),
+        expires_at: time::OffsetDateTime::now_utc() + Duration::from_secs(3600),
+        blob: None,
+    };
+    w.env
+        .events()
+        .append_one(&edd_events::Envelope::new("storage", old), edd_events::Expected::NoStream)
+        .await
+        .unwrap();
+    let old_link = format!("/storage/shared/{share_id}?key={key}");
+    let served = eventually(Duration::from_secs(10), "the old-style link to be applied", || async {
+        let resp = w.get(&old_link, None, &[]).await;
+        Ok((resp.status() == StatusCode::OK).then_some(resp))
+    })
+    .await
+    .unwrap();
+    assert_eq!(body_bytes(served).await, b"{\"a\":3}");
+    assert_eq!(w.upload(&token, "/storage/docs/up/a.json?overwrite=true", "{\"a\":4}").await.0, StatusCode::OK);
+    assert_eq!(w.get(&old_link, None, &[]).await.status(), StatusCode::GONE);
+    assert_eq!(w.get(&current, None, &[]).await.status(), StatusCode::GONE);
 
     // Some history, then a rebuild of the catalog from the log gives the same tables.
     w.create_namespace(&token, "tmp", "public").await;

@@ -7,7 +7,8 @@
 
 use edd_events::{
     catalog::storage::{
-        FileDeleted, FileUploaded, NamespaceCreated, NamespaceDeleted, NamespaceUpdated, ShareCreated, ShareRevoked,
+        file_key, FileDeleted, FileUploaded, NamespaceCreated, NamespaceDeleted, NamespaceUpdated, ShareCreated,
+        ShareRevoked,
     },
     RawEvent,
 };
@@ -78,6 +79,11 @@ impl Projection for CatalogProjection {
                 seq bigint NOT NULL
             )",
             "CREATE INDEX shares_owner ON shares (owner, created_at)",
+            // The bytes a link serves (`ShareCreated::blob`). Links applied before it was recorded
+            // name the file's blob if nothing was written at their path since; else none (ended).
+            "ALTER TABLE shares ADD COLUMN blob text",
+            "UPDATE shares s SET blob = f.blob FROM files f
+             WHERE f.ns_id = s.ns_id AND f.path = s.path AND NOT f.deleted AND f.seq < s.seq",
         ]
     }
     fn apply<'a>(
@@ -164,6 +170,17 @@ impl Projection for CatalogProjection {
                 .bind(seq)
                 .execute(&mut *tx)
                 .await?;
+                // A link is to the bytes it was made for: an overwrite ends it, like a delete.
+                sqlx::query(
+                    "UPDATE shares SET revoked = true
+                     WHERE ns_id = $1 AND path = $2 AND seq < $3 AND NOT revoked AND blob IS DISTINCT FROM $4",
+                )
+                .bind(e.ns_id.as_str())
+                .bind(&e.path)
+                .bind(seq)
+                .bind(&e.blob)
+                .execute(&mut *tx)
+                .await?;
             } else if event.is::<FileDeleted>() {
                 let e: FileDeleted = event.decode()?;
                 sqlx::query(
@@ -177,17 +194,24 @@ impl Projection for CatalogProjection {
                 .execute(&mut *tx)
                 .await?;
                 // A link is to this file: one uploaded later at the same path is another file.
-                sqlx::query("UPDATE shares SET revoked = true WHERE ns_id = $1 AND path = $2 AND seq < $3")
-                    .bind(e.ns_id.as_str())
-                    .bind(&e.path)
-                    .bind(seq)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE shares SET revoked = true WHERE ns_id = $1 AND path = $2 AND seq < $3 AND NOT revoked",
+                )
+                .bind(e.ns_id.as_str())
+                .bind(&e.path)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
             } else if event.is::<ShareCreated>() {
                 let e: ShareCreated = event.decode()?;
+                // A link recorded without its bytes is to the file live at its path when it was
+                // made: the one this table holds now, as it applies events in order.
                 sqlx::query(
-                    "INSERT INTO shares (share_id, ns_id, namespace, path, owner, key_sha256, expires_at, created_at, seq)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (share_id) DO NOTHING",
+                    "INSERT INTO shares (share_id, ns_id, namespace, path, owner, key_sha256, expires_at,
+                        created_at, seq, blob)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10,
+                        (SELECT blob FROM files WHERE ns_id = $2 AND file_key = $11 AND NOT deleted)))
+                     ON CONFLICT (share_id) DO NOTHING",
                 )
                 .bind(e.share_id.as_str())
                 .bind(e.ns_id.as_str())
@@ -198,6 +222,8 @@ impl Projection for CatalogProjection {
                 .bind(e.expires_at)
                 .bind(at)
                 .bind(seq)
+                .bind(&e.blob)
+                .bind(file_key(&e.path))
                 .execute(&mut *tx)
                 .await?;
             } else if event.is::<ShareRevoked>() {

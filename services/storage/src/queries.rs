@@ -204,7 +204,7 @@ impl AppState {
     /// The share link `id`, live or not.
     pub async fn share(&self, id: &str) -> Result<Option<Share>, Problem> {
         let row = sqlx::query(&format!(
-            "SELECT ns_id, namespace, path, owner, key_sha256, expires_at, revoked, seq FROM {SCHEMA}.shares
+            "SELECT ns_id, namespace, path, owner, key_sha256, expires_at, revoked, seq, blob FROM {SCHEMA}.shares
              WHERE share_id = $1"
         ))
         .bind(id)
@@ -220,6 +220,7 @@ impl AppState {
             expires_at: row.try_get("expires_at")?,
             revoked: row.try_get("revoked")?,
             seq: row.try_get::<i64, _>("seq")? as u64,
+            blob: row.try_get("blob")?,
         }))
     }
 
@@ -276,6 +277,9 @@ pub struct Share {
     pub expires_at: OffsetDateTime,
     pub revoked: bool,
     pub seq: u64,
+    /// The bytes the link serves; `None` for a link to a file that was gone or replaced before
+    /// links named their bytes (it serves nothing).
+    pub blob: Option<String>,
 }
 
 /// Any user's namespace with its live files' count and bytes, for administrators.

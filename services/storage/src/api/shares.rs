@@ -4,6 +4,10 @@
 //! A link is a random 256-bit key; the log holds only its SHA-256 and the expiry. That gives what
 //! an HMAC-signed URL gives (unforgeable, expiring) plus revocation, with no signing key to
 //! distribute or rotate. The key travels in the query string, which the gateway never logs.
+//!
+//! A link names the stored bytes it was made for (the file's blob), not the path: once the file is
+//! overwritten or deleted the link is gone (410), and whatever is uploaded at the path later is
+//! another file that the link never reaches.
 
 use axum::{
     extract::State,
@@ -81,7 +85,7 @@ pub async fn create(
     // A link hands out read access to anyone: it takes the right to read and to create.
     require_files(&principal, &ns, "read")?;
     require_files(&principal, &ns, "create")?;
-    state.file(&ns, &req.path).await?;
+    let file = state.file(&ns, &req.path).await?;
     let secs = req.expires_in_secs.unwrap_or(DEFAULT_SHARE_SECS);
     if secs == 0 || secs > state.config.max_share_secs {
         return Err(Problem::bad_request(format!("expires_in_secs is 1 to {}", state.config.max_share_secs))
@@ -100,6 +104,8 @@ pub async fn create(
         owner: ns.owner.clone(),
         key_sha256: sha256_hex(key.as_bytes()),
         expires_at,
+        // The link serves these bytes only: replaced meanwhile, or later, it ends.
+        blob: Some(file.blob),
     };
     state.commit(principal.user_id.as_str(), created, Expected::NoStream).await?;
     let base = match &state.config.public_url {
@@ -166,7 +172,7 @@ pub struct FetchQuery {
     security(()),
     responses(
         FileResponses,
-        (status = 410, description = "the link was revoked or has expired, or the file's namespace was deleted",
+        (status = 410, description = "the link was revoked or expired, or its file was replaced or deleted",
             body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -185,7 +191,8 @@ pub async fn fetch(
         return Err(unknown());
     }
     if share.revoked {
-        return Err(Problem::new(StatusCode::GONE).with_detail("this share link was revoked"));
+        return Err(Problem::new(StatusCode::GONE)
+            .with_detail("this share link was revoked, or the file it was made for was replaced or deleted"));
     }
     if share.expires_at <= OffsetDateTime::now_utc() {
         return Err(Problem::new(StatusCode::GONE).with_detail("this share link has expired"));
@@ -194,7 +201,15 @@ pub async fn fetch(
     if ns.ns_id.as_str() != share.ns_id {
         return Err(Problem::new(StatusCode::GONE).with_detail("the shared file's namespace was deleted"));
     }
-    let file = state.file(&ns, &share.path).await?;
+    // A link is to the bytes it was made for, not to whatever is at the path now.
+    let file = match state.file_record(&ns, &share.path).await? {
+        Some(file) if !file.deleted && share.blob.as_deref() == Some(file.blob.as_str()) => file,
+        _ => {
+            return Err(
+                Problem::new(StatusCode::GONE).with_detail("the file this link was made for was replaced or deleted")
+            );
+        }
+    };
     let reader = Reader { user: None, progress: None };
     file_response(
         &state,
