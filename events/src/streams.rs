@@ -107,6 +107,43 @@ pub enum EnsureError {
     Update { name: &'static str, source: jetstream::context::UpdateStreamError },
 }
 
+/// Why a component cannot start on this broker.
+#[derive(Debug, thiserror::Error)]
+pub enum RequireError {
+    #[error(
+        "stream {0} does not exist: the operator creates the streams (`edd up`, or `edd nats streams` on a cluster)"
+    )]
+    Missing(String),
+    #[error("JetStream did not answer about stream {name} within {timeout:?} (is NATS up, and is this component's credential right?): {error}")]
+    Unreachable { name: String, timeout: Duration, error: String },
+}
+
+/// Waits (up to `timeout`, NATS may still be starting) until every stream in `names` answers, and
+/// fails at once for one that does not exist. Services read streams but do not create them: only
+/// the operator and a stream's owner may (see [`crate::access`]).
+pub async fn require(js: &jetstream::Context, names: &[&str], timeout: Duration) -> Result<(), RequireError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for name in names {
+        loop {
+            match js.get_stream(*name).await {
+                Ok(_) => break,
+                Err(e)
+                    if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+                {
+                    return Err(RequireError::Missing((*name).to_owned()))
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(RequireError::Unreachable { name: (*name).to_owned(), timeout, error: e.to_string() })
+                }
+                // Not connected yet: the client is retrying in the background.
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Creates every stream in `specs`, or updates it when its settings drifted. Safe to run on every start.
 pub async fn ensure_streams(js: &jetstream::Context, specs: &[StreamSpec], replicas: usize) -> Result<(), EnsureError> {
     for spec in specs {

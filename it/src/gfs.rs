@@ -31,6 +31,8 @@ impl Default for Timing {
 pub struct GfsCluster {
     dir: PathBuf,
     nats_url: String,
+    /// The masters' NATS identity (`gfs-master`).
+    nats_credentials: PathBuf,
     timing: Timing,
     /// Master RPC addresses, in the order of `masters`.
     pub master_addrs: Vec<String>,
@@ -66,12 +68,18 @@ fn free_port() -> anyhow::Result<u16> {
 impl GfsCluster {
     /// `masters` masters (the first becomes active; the others are standbys) and `chunkservers`
     /// chunkservers; returns once a master is active and every chunkserver is live.
-    pub async fn start(nats_url: &str, masters: usize, chunkservers: usize, timing: Timing) -> anyhow::Result<Self> {
+    pub async fn start(
+        nats: &crate::NatsServer,
+        masters: usize,
+        chunkservers: usize,
+        timing: Timing,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("edd-it-gfs-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir)?;
         let mut cluster = GfsCluster {
             dir,
-            nats_url: nats_url.to_owned(),
+            nats_url: nats.url(),
+            nats_credentials: nats.credential_file("gfs-master"),
             timing,
             master_addrs: Vec::new(),
             masters: Vec::new(),
@@ -143,6 +151,7 @@ impl GfsCluster {
             .args(["--log-format", "pretty", "--log-level", "info"])
             .args(args)
             .env("EDD_NATS_URL", &self.nats_url)
+            .env("EDD_NATS_CREDENTIALS_FILE", &self.nats_credentials)
             .env("EDD_HOME", &self.dir)
             .env("EDD_GFS_CLUSTER_KEY", cluster_key.unwrap_or(CLUSTER_KEY.as_bytes()).escape_ascii().to_string())
             .env("EDD_GFS_CLIENT_SECRET", CLIENT_SECRET)

@@ -22,7 +22,7 @@ mod postgres;
 pub mod services;
 pub mod world;
 
-pub use nats::NatsServer;
+pub use nats::{NatsServer, SUPERUSER};
 pub use postgres::TestDb;
 pub use services::Service;
 pub use world::{assert_problem, World};
@@ -42,7 +42,9 @@ pub struct TestEnv {
 impl TestEnv {
     pub async fn new() -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
-        let client = edd_events::connect(&nats.url(), "edd-it").await.context("connecting to test NATS")?;
+        let client = edd_events::connect(&nats.url(), "edd-it", Some(nats.superuser()))
+            .await
+            .context("connecting to test NATS")?;
         let js = async_nats::jetstream::new(client.clone());
         edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
         let db = TestDb::create().await?;
@@ -51,6 +53,12 @@ impl TestEnv {
 
     pub fn events(&self) -> edd_events::EventStore {
         edd_events::EventStore::new(self.js.clone())
+    }
+
+    /// JetStream as component `name`, with only its permissions: what a service started by the
+    /// harness connects with.
+    pub async fn js_as(&self, name: &str) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(self.nats.connect_as(name).await?))
     }
 }
 

@@ -1,10 +1,15 @@
-//! A private `nats-server` process per test: ephemeral port, own JetStream directory, killed on drop.
+//! A private `nats-server` process per test: ephemeral port, own JetStream directory, killed on drop,
+//! with the platform's authorization on — every component's identity generated from the catalog
+//! (`edd_events::access`), plus the harness's own superuser, and no anonymous access.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
+
+use edd_events::{access, Credential};
 
 use anyhow::{bail, Context as _};
 use tokio::process::{Child, Command};
@@ -14,7 +19,13 @@ pub struct NatsServer {
     port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    credentials: BTreeMap<String, Credential>,
+    superuser: Credential,
 }
+
+/// The harness's own identity: publishes and subscribes anywhere, so fixtures can write any
+/// component's events (each as its owner's `source`) and tests can read every stream.
+pub const SUPERUSER: &str = "edd-it";
 
 impl NatsServer {
     /// Starts a JetStream-enabled server on a free port.
@@ -22,13 +33,41 @@ impl NatsServer {
         let bin = binary()?;
         let dir = std::env::temp_dir().join(format!("edd-it-nats-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir)?;
-        let mut server = Self { child: None, port: 0, dir, bin };
+        let superuser = Credential::random(SUPERUSER);
+        let all = serde_json::json!({
+            "user": superuser.user,
+            "password": superuser.password(),
+            "permissions": { "publish": { "allow": [">"] }, "subscribe": { "allow": [">"] } },
+        });
+        let credentials = access::generate(&dir.join("identities"), &[all])?;
+        let mut server = Self { child: None, port: 0, dir, bin, credentials, superuser };
         server.spawn(None).await?;
         Ok(server)
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The credential of component `name` (an identity of `edd_events::access::IDENTITIES`).
+    pub fn credential(&self, name: &str) -> anyhow::Result<Credential> {
+        self.credentials.get(name).cloned().with_context(|| format!("no NATS identity {name}"))
+    }
+
+    /// The file holding component `name`'s credential, for `EDD_NATS_CREDENTIALS_FILE`.
+    pub fn credential_file(&self, name: &str) -> PathBuf {
+        access::credential_path(&self.dir.join("identities"), name)
+    }
+
+    /// The harness's superuser ([`SUPERUSER`]).
+    pub fn superuser(&self) -> &Credential {
+        &self.superuser
+    }
+
+    /// A new connection as component `name`, with exactly that component's permissions.
+    pub async fn connect_as(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        let credential = self.credential(name)?;
+        Ok(edd_events::connect(&self.url(), &format!("edd-it-as-{name}"), Some(&credential)).await?)
     }
 
     /// SIGKILLs the server (no clean shutdown), as a crash would.
@@ -51,6 +90,8 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(access::server_config_path(&self.dir.join("identities")))
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "--ports_file_dir"])
             .arg(&ports_dir)
             .arg("-sd")
@@ -65,11 +106,12 @@ impl NatsServer {
         self.port = wait_for_port(&ports_dir).await?;
         // The ports file appears before JetStream is ready; wait for a JetStream answer.
         let url = self.url();
+        let superuser = self.superuser.clone();
         crate::eventually(
             Duration::from_secs(20),
             &format!("nats-server on port {} to be ready", self.port),
             || async {
-                let client = async_nats::connect(&url).await?;
+                let client = edd_events::options("edd-it-ready", Some(&superuser)).connect(&url).await?;
                 let js = async_nats::jetstream::new(client);
                 Ok(js.query_account().await.is_ok().then_some(()))
             },

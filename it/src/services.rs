@@ -245,7 +245,7 @@ async fn listen() -> anyhow::Result<(tokio::net::TcpListener, String)> {
 
 /// Starts the auth service on `env`'s NATS and database and waits until the admin can log in.
 pub async fn start_auth(env: &TestEnv, config: AuthConfig) -> anyhow::Result<Service> {
-    let (js, pool) = (env.js.clone(), env.db.pool.clone());
+    let (js, pool) = (env.js_as("auth").await?, env.db.pool.clone());
     let service = Service::task("auth", move |listener, shutdown| {
         let (config, deps) = (config.clone(), Deps { js: js.clone(), pool: pool.clone() });
         Ok(tokio::spawn(async move {
@@ -324,7 +324,8 @@ pub struct Probe {
 /// Starts the probe; it answers 503 until its permissions have caught up (never "allow").
 pub async fn start_probe(env: &TestEnv) -> anyhow::Result<Probe> {
     let db = TestDb::create().await?;
-    let (js, pool) = (env.js.clone(), db.pool.clone());
+    // The probe reads permissions as a service does; it borrows storage's identity.
+    let (js, pool) = (env.js_as("storage").await?, db.pool.clone());
     let started = Arc::new(Mutex::new(None));
     let authorizer = started.clone();
     let running = Service::task("probe", move |listener, shutdown| {
@@ -493,7 +494,7 @@ pub async fn start_gateway_with(
         *slot = (*upstream).to_owned();
     }
     let db = TestDb::create().await?;
-    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let (js, pool) = (env.js_as("gateway").await?, db.pool.clone());
     let service = Service::task("gateway", move |http, shutdown| {
         let admin = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         admin.set_nonblocking(true)?;
@@ -525,7 +526,7 @@ pub fn storage_config(gfs: &crate::gfs::GfsCluster) -> edd_storage::StorageConfi
 /// `gfs`, and waits until it is ready (permissions loaded, GFS answering).
 pub async fn start_storage(env: &TestEnv, config: edd_storage::StorageConfig) -> anyhow::Result<Service> {
     let db = TestDb::create().await?;
-    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let (js, pool) = (env.js_as("storage").await?, db.pool.clone());
     let service = Service::task("storage", move |listener, shutdown| {
         let deps = edd_storage::Deps {
             js: js.clone(),
@@ -558,6 +559,7 @@ pub async fn start_storage_process(
     command
         .args(["--log-format", "pretty", "--log-level", "info", "serve", "storage"])
         .env("EDD_NATS_URL", env.nats.url())
+        .env("EDD_NATS_CREDENTIALS_FILE", env.nats.credential_file("storage"))
         .env("EDD_DATABASE_URL", db.admin_url())
         .env("EDD_STORAGE_DATABASE", &db.name)
         .env("EDD_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -583,7 +585,7 @@ pub fn notify_config() -> edd_notify::NotifyConfig {
 /// ready (permissions loaded, projections created, live fanout following `NOTIFY`).
 pub async fn start_notify(env: &TestEnv, config: edd_notify::NotifyConfig) -> anyhow::Result<Service> {
     let db = TestDb::create().await?;
-    let (js, pool) = (env.js.clone(), db.pool.clone());
+    let (js, pool) = (env.js_as("notify").await?, db.pool.clone());
     let service = Service::task("the notification service", move |listener, shutdown| {
         let (config, deps) = (config.clone(), edd_notify::Deps { js: js.clone(), pool: pool.clone() });
         Ok(tokio::spawn(async move {

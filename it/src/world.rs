@@ -211,7 +211,7 @@ impl WorldBuilder {
         let env = TestEnv::new().await.unwrap();
         let gfs = match &self.storage {
             Some(_) => {
-                let gfs = GfsCluster::start(&env.nats.url(), 1, self.chunkservers, Timing::default()).await.unwrap();
+                let gfs = GfsCluster::start(&env.nats, 1, self.chunkservers, Timing::default()).await.unwrap();
                 gfs.wait_live(self.chunkservers).await.unwrap();
                 Some(gfs)
             }

@@ -236,6 +236,7 @@ pub fn master_config(
         id,
         advertise,
         nats_url: nats_url.to_owned(),
+        nats_credential: edd_kit::nats_credential("gfs-master")?,
         cluster_key: cluster_key(home, create_secrets)?,
         client_secret: client_secret(home, create_secrets)?,
         lease_ttl: Duration::from_secs(timing.lease_ttl_secs.max(1)),

@@ -71,6 +71,17 @@ pub async fn run(common: &edd_kit::CommonArgs, cmd: ServeCommand) -> Result<()> 
     }
 }
 
+/// Connects to NATS as `component` (its own identity, see [`edd_kit::nats_credential`]) and waits
+/// for the streams it reads; services never create streams (the operator does: `edd up`).
+pub(crate) async fn backbone(common: &edd_kit::CommonArgs, component: &str) -> Result<async_nats::jetstream::Context> {
+    let credential = edd_kit::nats_credential(component)?;
+    let client = edd_events::connect(&common.nats_url, &format!("edd-{component}"), credential.as_ref()).await?;
+    let js = async_nats::jetstream::new(client);
+    let reads = edd_events::access::identity(component).map(|i| i.reads).unwrap_or_default();
+    edd_events::streams::require(&js, reads, std::time::Duration::from_secs(30)).await?;
+    Ok(js)
+}
+
 /// Stops on SIGINT/SIGTERM.
 fn on_signal() -> Shutdown {
     let (trigger, shutdown) = Shutdown::new();
@@ -82,9 +93,7 @@ fn on_signal() -> Shutdown {
 }
 
 async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> Result<()> {
-    let client = edd_events::connect(&common.nats_url, "edd-gateway").await?;
-    let js = async_nats::jetstream::new(client);
-    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let js = backbone(common, "gateway").await?;
     let pool = edd_projections::ensure_database(&common.database_url, "gateway_db", 10).await?;
     let config = args.config;
     let listeners = edd_gateway::Listeners::bind(&config).await.context(
@@ -95,9 +104,7 @@ async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> 
 }
 
 async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result<()> {
-    let client = edd_events::connect(&common.nats_url, "edd-auth").await?;
-    let js = async_nats::jetstream::new(client);
-    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let js = backbone(common, "auth").await?;
     let pool = edd_projections::ensure_database(&common.database_url, "auth_db", 10).await?;
     let admin_password = edd_kit::secret("ADMIN_PASSWORD")?;
     let addr = args.http.addr_or(AUTH_ADDR.parse::<SocketAddr>()?);
@@ -107,9 +114,7 @@ async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result
 }
 
 async fn serve_storage(common: &edd_kit::CommonArgs, args: ServeStorageArgs) -> Result<()> {
-    let client = edd_events::connect(&common.nats_url, "edd-storage").await?;
-    let js = async_nats::jetstream::new(client);
-    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let js = backbone(common, "storage").await?;
     let pool = edd_projections::ensure_database(&common.database_url, &args.database, 10).await?;
     let gfs_secret = super::gfs::client_secret(&args.home, false)?;
     let addr = args.http.addr_or(STORAGE_ADDR.parse::<SocketAddr>()?);
@@ -119,9 +124,7 @@ async fn serve_storage(common: &edd_kit::CommonArgs, args: ServeStorageArgs) -> 
 }
 
 async fn serve_notify(common: &edd_kit::CommonArgs, args: ServeNotifyArgs) -> Result<()> {
-    let client = edd_events::connect(&common.nats_url, "edd-notify").await?;
-    let js = async_nats::jetstream::new(client);
-    edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, 1).await?;
+    let js = backbone(common, "notify").await?;
     let pool = edd_projections::ensure_database(&common.database_url, "notifications_db", 10).await?;
     let addr = args.http.addr_or(NOTIFY_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;

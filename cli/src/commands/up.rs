@@ -2,7 +2,8 @@
 //!
 //! Uses the NATS and PostgreSQL it is pointed at; when NATS is not reachable and a `nats-server`
 //! binary is known (`deploy/local/up.sh` installs one), starts it as a child with its data under
-//! `.edd/nats`. Then it creates the streams and every service's database, runs every service that
+//! `.edd/nats`, with every component's identity (generated in `.edd/nats/identities`, 0600) and no
+//! anonymous access. Then it creates the streams and every service's database, runs every service that
 //! exists, prints where everything is, and on Ctrl-C stops it all in order.
 
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
@@ -52,18 +53,29 @@ pub struct UpArgs {
 }
 
 pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
+    // Every component's NATS identity, kept across runs; the server's authorization is generated
+    // from the catalog on every start, so a new permission needs no manual step.
+    let identities = args.home.join(edd_kit::config::NATS_IDENTITIES_DIR);
+    let credentials = edd_events::access::generate(&identities, &[])
+        .with_context(|| format!("writing the NATS identities in {}", identities.display()))?;
+    let as_component = Identities { url: common.nats_url.clone(), credentials };
+    let operator = as_component.credential(edd_events::access::OPERATOR)?;
     let mut nats_child = None;
-    let js = match super::connect_nats(&common.nats_url).await {
-        Ok(js) => js,
+    let js = match super::connect_nats_as(&common.nats_url, "edd-up", Some(&operator)).await {
+        Ok(js) => {
+            refuse_open_broker(&common.nats_url).await?;
+            js
+        }
         Err(e) => {
             let Some(bin) = &args.nats_server_bin else {
                 bail!("{e}\nset EDD_NATS_SERVER_BIN to a nats-server >= 2.11 to have edd up start one, or run deploy/local/up.sh");
             };
-            nats_child = Some(start_nats(bin, &common.nats_url, &args.home).await?);
-            connect_with_retry(&common.nats_url).await?
+            let config = edd_events::access::server_config_path(&identities);
+            nats_child = Some(start_nats(bin, &common.nats_url, &args.home, &config).await?);
+            connect_with_retry(&common.nats_url, &operator).await?
         }
     };
-    println!("==> NATS {}", common.nats_url);
+    println!("==> NATS {}  (identities: {})", common.nats_url, identities.display());
     edd_events::streams::ensure_streams(&js, edd_events::streams::ALL, args.replicas).await?;
     println!("==> streams: {}", edd_events::streams::ALL.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
 
@@ -91,8 +103,8 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     let auth_url = format!("http://{}", auth_listener.local_addr()?);
     let admin_username = args.auth.admin_username.clone();
     let mut services: Vec<tokio::task::JoinHandle<Result<()>>> = services;
-    let (js_gateway, shutdown_gateway) = (js.clone(), shutdown.clone());
-    let auth_deps = edd_auth::Deps { js: js.clone(), pool: auth_pool };
+    let (js_gateway, shutdown_gateway) = (as_component.connect("gateway").await?, shutdown.clone());
+    let auth_deps = edd_auth::Deps { js: as_component.connect("auth").await?, pool: auth_pool };
     let auth_config = args.auth;
     let auth_shutdown = shutdown.clone();
     let password = admin_password.clone();
@@ -114,13 +126,15 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
         &args.home,
         &pools,
         (args.storage_addr, storage_config, &args.gfs_master_addr),
-        &js,
+        &as_component.connect("storage").await?,
         &shutdown,
         &mut services,
     )
     .await?;
 
-    let notify_url = start_notify(&pools, (args.notify_addr, args.notify), &js, &shutdown, &mut services).await?;
+    let js_notify = as_component.connect("notify").await?;
+    let notify_url =
+        start_notify(&pools, (args.notify_addr, args.notify), &js_notify, &shutdown, &mut services).await?;
 
     let gateway_pool = pools.iter().find(|(s, _)| s.name == "gateway").map(|(_, p)| p.clone()).context("gateway_db")?;
     let mut gateway_config = args.gateway;
@@ -169,7 +183,8 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     }
 
     let gfs_master = (args.gfs_master_addr.as_str(), args.gfs, args.replicas);
-    start_gfs(gfs_master, &args.home, &common.nats_url, &shutdown, &mut services).await?;
+    let gfs_nats = (common.nats_url.as_str(), as_component.credential("gfs-master")?);
+    start_gfs(gfs_master, &args.home, gfs_nats, &shutdown, &mut services).await?;
 
     let metrics = edd_kit::Metrics::new();
     let client = js.client();
@@ -249,7 +264,7 @@ async fn start_storage(
 async fn start_gfs(
     (master_addr, timing, replicas): (&str, super::gfs::MasterTiming, usize),
     home: &std::path::Path,
-    nats_url: &str,
+    (nats_url, nats_credential): (&str, edd_events::Credential),
     shutdown: &edd_kit::Shutdown,
     services: &mut Vec<tokio::task::JoinHandle<Result<()>>>,
 ) -> Result<()> {
@@ -258,7 +273,9 @@ async fn start_gfs(
         .await
         .with_context(|| format!("cannot listen on {master_addr} (set EDD_GFS_MASTER_ADDR)"))?;
     let master_addr = listener.local_addr()?.to_string();
-    let config = gfs::master_config("master-1".into(), master_addr.clone(), nats_url, home, (timing, replicas), true)?;
+    let mut config =
+        gfs::master_config("master-1".into(), master_addr.clone(), nats_url, home, (timing, replicas), true)?;
+    config.nats_credential = Some(nats_credential);
     let stop = shutdown.wait();
     services.push(tokio::spawn(async move {
         edd_gfs::master::service::run(config, listener, stop).await.map_err(|e| anyhow::anyhow!("gfs master: {e}"))
@@ -335,26 +352,71 @@ fn admin_password(home: &std::path::Path) -> Result<(String, bool)> {
     Ok((password, true))
 }
 
-async fn start_nats(bin: &PathBuf, url: &str, home: &std::path::Path) -> Result<Child> {
+/// The platform's identities, for connecting each in-process component as itself.
+struct Identities {
+    url: String,
+    credentials: std::collections::BTreeMap<String, edd_events::Credential>,
+}
+
+impl Identities {
+    fn credential(&self, component: &str) -> Result<edd_events::Credential> {
+        self.credentials.get(component).cloned().with_context(|| format!("no NATS identity for {component}"))
+    }
+
+    /// JetStream as `component`, with only that component's permissions.
+    async fn connect(&self, component: &str) -> Result<async_nats::jetstream::Context> {
+        let credential = self.credential(component)?;
+        let client = edd_events::connect(&self.url, &format!("edd-{component}"), Some(&credential)).await?;
+        Ok(async_nats::jetstream::new(client))
+    }
+}
+
+/// A broker that lets anyone in would let anyone write the log: refuse to run on it.
+async fn refuse_open_broker(url: &str) -> Result<()> {
+    let anonymous =
+        edd_events::options("edd-up-probe", None).connection_timeout(Duration::from_secs(3)).connect(url).await;
+    if anonymous.is_ok() {
+        bail!(
+            "NATS at {url} accepts anonymous connections, so anyone could write the platform's log. \
+             Stop it (deploy/local/down.sh stops one that an older up.sh started) and let edd up start \
+             NATS with the platform's identities, or configure it with `edd nats config`"
+        );
+    }
+    Ok(())
+}
+
+async fn start_nats(bin: &PathBuf, url: &str, home: &std::path::Path, config: &std::path::Path) -> Result<Child> {
     let port = url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse::<u16>().ok()).unwrap_or(4333);
     let dir = home.join("nats");
     std::fs::create_dir_all(&dir)?;
-    println!("==> starting {} on 127.0.0.1:{port} (data {})", bin.display(), dir.display());
+    println!(
+        "==> starting {} on 127.0.0.1:{port} (data {}, authorization {})",
+        bin.display(),
+        dir.display(),
+        config.display()
+    );
+    // The broker's log is for the operator only (0600), like every file under .edd with logs or secrets.
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(home.join("nats.log"))?
+    };
     Command::new(bin)
+        .arg("-c")
+        .arg(config)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(&dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))
 }
 
-async fn connect_with_retry(url: &str) -> Result<async_nats::jetstream::Context> {
+async fn connect_with_retry(url: &str, operator: &edd_events::Credential) -> Result<async_nats::jetstream::Context> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        match super::connect_nats(url).await {
+        match super::connect_nats_as(url, "edd-up", Some(operator)).await {
             Ok(js) if js.query_account().await.is_ok() => return Ok(js),
             _ if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
             Ok(_) => bail!("NATS at {url} has no JetStream"),

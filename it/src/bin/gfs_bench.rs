@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let timing =
         Timing { lease_ttl_secs: 5, chunkserver_timeout_secs: 10, orphan_grace_secs: 3600, chunk_lease_secs: 60 };
-    let mut cluster = GfsCluster::start(&nats.url(), 1, 3, timing).await?;
+    let mut cluster = GfsCluster::start(&nats, 1, 3, timing).await?;
     let gfs = cluster.client()?;
     gfs.create_namespace("bench").await?;
 
@@ -247,7 +247,7 @@ async fn restart(
     gfs: &GfsClient,
     files: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let client = edd_events::connect(&nats.url(), "gfs-bench").await?;
+    let client = nats.connect_as("gfs-master").await?;
     let js = async_nats::jetstream::new(client);
     cluster.kill_master(0).await?;
     gfs.status().await.err().context("the master is down")?;

@@ -1,6 +1,6 @@
 //! A projection runner in a process of its own, so failure tests can SIGKILL it mid-batch.
 //!
-//! Environment: `EDD_IT_NATS_URL`, `EDD_IT_ADMIN_URL`, `EDD_IT_DB`, `EDD_IT_INSTANCE`,
+//! Environment: `EDD_IT_NATS_URL`, `EDD_NATS_CREDENTIALS_FILE`, `EDD_IT_ADMIN_URL`, `EDD_IT_DB`, `EDD_IT_INSTANCE`,
 //! `EDD_IT_BATCH` (events per batch), `EDD_IT_SLOW_MS` (sleep inside each batch).
 
 use std::sync::Arc;
@@ -15,7 +15,8 @@ fn var(name: &str) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let nats = edd_events::connect(&var("EDD_IT_NATS_URL")?, "projection-worker").await?;
+    let credential = edd_kit::nats_credential("auth")?;
+    let nats = edd_events::connect(&var("EDD_IT_NATS_URL")?, "projection-worker", credential.as_ref()).await?;
     let js = async_nats::jetstream::new(nats);
     let pool = edd_projections::ensure_database(&var("EDD_IT_ADMIN_URL")?, &var("EDD_IT_DB")?, 4).await?;
     let config = RunnerConfig {

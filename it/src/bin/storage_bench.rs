@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     let env = TestEnv::new().await?;
     let timing =
         Timing { lease_ttl_secs: 5, chunkserver_timeout_secs: 10, orphan_grace_secs: 3600, chunk_lease_secs: 60 };
-    let gfs = GfsCluster::start(&env.nats.url(), 1, 3, timing).await?;
+    let gfs = GfsCluster::start(&env.nats, 1, 3, timing).await?;
     gfs.wait_live(3).await?;
     let auth = services::start_auth(&env, services::test_config()).await?;
     let settings = [

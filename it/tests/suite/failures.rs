@@ -11,6 +11,8 @@ use tokio::process::{Child, Command};
 fn worker(env: &TestEnv, instance: &str, slow_ms: u64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_projection-worker"))
         .env("EDD_IT_NATS_URL", env.nats.url())
+        // It reads AUTH as the auth service's projections do.
+        .env("EDD_NATS_CREDENTIALS_FILE", env.nats.credential_file("auth"))
         .env("EDD_IT_ADMIN_URL", env.db.admin_url())
         .env("EDD_IT_DB", &env.db.name)
         .env("EDD_IT_INSTANCE", instance)

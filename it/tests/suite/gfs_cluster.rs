@@ -71,7 +71,7 @@ fn sha_of(bytes: &[u8]) -> Vec<u8> {
 }
 
 async fn cluster(env: &TestEnv, masters: usize, chunkservers: usize, timing: Timing) -> GfsCluster {
-    GfsCluster::start(&env.nats.url(), masters, chunkservers, timing).await.expect("gfs cluster")
+    GfsCluster::start(&env.nats, masters, chunkservers, timing).await.expect("gfs cluster")
 }
 
 /// Every `<handle>.chunk` file under a chunkserver's data directory, by handle.

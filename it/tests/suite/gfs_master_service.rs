@@ -34,6 +34,7 @@ fn config(env: &TestEnv, id: &str, advertise: SocketAddr) -> MasterConfig {
         id: id.into(),
         advertise: advertise.to_string(),
         nats_url: env.nats.url(),
+        nats_credential: Some(env.nats.credential("gfs-master").unwrap()),
         cluster_key: CLUSTER_KEY.to_vec(),
         client_secret: CLIENT_SECRET.to_vec(),
         lease_ttl: LEASE_TTL,

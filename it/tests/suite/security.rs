@@ -20,64 +20,103 @@ fn forged<E: edd_events::Event>(source: &str, data: E) -> Vec<u8> {
     serde_json::to_vec(&Envelope::new(source, data)).unwrap()
 }
 
+/// An envelope claiming `source` with the catalog type that belongs on `subject`.
+fn foreign(source: &str, subject: &str) -> Vec<u8> {
+    let ty = edd_events::catalog::all()
+        .into_iter()
+        .find(|info| edd_events::filter_matches(&info.filter(), subject))
+        .map_or("edd.unknown.v1", |info| info.ty);
+    let template = UserUpdated {
+        user_id: Token::new("u1").unwrap(),
+        username: "u1".into(),
+        display_name: "U1".into(),
+        is_admin: true,
+    };
+    let mut envelope = serde_json::to_value(Envelope::new(source, template)).unwrap();
+    envelope["type"] = ty.into();
+    serde_json::to_vec(&envelope).unwrap()
+}
+
+/// The component any other than `owner` — the `source` a forged event claims.
+fn someone_else(owner: &str) -> &'static str {
+    if owner == "gateway" {
+        "storage"
+    } else {
+        "gateway"
+    }
+}
+
+/// A concrete subject on each source-of-truth family (and notify's work stream), for `user`.
+fn family_subjects(family: &str, user: &str) -> Vec<String> {
+    match family {
+        "auth.>" => vec!["auth.key.evil.added".into(), format!("auth.user.{user}.updated")],
+        "notify.>" => vec![format!("notify.{user}")],
+        "gateway.>" => vec!["gateway.route.x.created".into()],
+        "storage.>" => vec!["storage.ns.x.created".into()],
+        "inbox.>" => vec![format!("inbox.{user}.read")],
+        "gfs.>" => vec!["gfs.file.x.created".into()],
+        _ => Vec::new(),
+    }
+}
+
 #[tokio::test]
-async fn garbage_and_forged_events_on_every_stream_stop_nothing_and_change_nothing() {
+async fn garbage_forged_and_oversized_events_from_every_credential_stop_nothing_and_change_nothing() {
     let w = World::builder().storage(&[]).notify(services::notify_config()).gateway().start().await;
     let (ada, session) = w.user("ada").await;
     let ada_token = Token::new(ada.clone()).unwrap();
 
-    // As the issue tried it: two bytes on a key subject; an admin flag and a signing key "from" other
-    // services; garbage on the GFS log, the storage catalog, the routes, the inboxes; a notification
-    // a service that may not send one made up.
-    let messages: Vec<(String, Vec<u8>)> = vec![
-        ("auth.key.evil.added".into(), b"{}".to_vec()),
-        (
-            format!("auth.user.{ada}.updated"),
-            forged(
-                "storage",
-                UserUpdated {
-                    user_id: ada_token.clone(),
-                    username: "ada".into(),
-                    display_name: "Ada".into(),
-                    is_admin: true,
-                },
-            ),
-        ),
-        (
-            "auth.key.evilkid.added".into(),
-            forged(
-                "gateway",
-                SigningKeyAdded {
-                    kid: Token::new("evilkid").unwrap(),
-                    alg: "EdDSA".into(),
-                    public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
-                },
-            ),
-        ),
-        ("gfs.file.x.created".into(), b"{}".to_vec()),
-        ("storage.ns.x.created".into(), b"{}".to_vec()),
-        ("gateway.route.x.created".into(), b"{}".to_vec()),
-        (format!("inbox.{ada}.read"), b"{}".to_vec()),
-        (
-            format!("notify.{ada}"),
-            forged(
-                "gateway",
-                Notification {
-                    user_id: ada_token.clone(),
-                    title: "Forged".into(),
-                    message: "from a component that may not send notifications".into(),
-                    link: None,
-                    category: "auth".into(),
-                    scope: None,
-                },
-            ),
-        ),
-    ];
+    // Each component's own credential, on every family it may publish to: the broker lets these in
+    // (the component owns the subject), so only the readers' checks stand between them and the
+    // platform — a buggy or old component, as the issue puts it.
+    let mut messages: Vec<(&str, String, Vec<u8>)> = Vec::new();
+    for identity in edd_events::access::IDENTITIES.iter().filter(|i| !i.operator) {
+        let row = edd_events::catalog::publishers::PUBLISHERS.iter().find(|p| p.component == identity.name).unwrap();
+        for family in row.subjects {
+            for subject in family_subjects(family, &ada) {
+                messages.push((identity.name, subject.clone(), b"{}".to_vec()));
+                messages.push((identity.name, subject.clone(), foreign(someone_else(identity.name), &subject)));
+                // Just under the stream's limit, and not an envelope.
+                let big = vec![b'x'; edd_events::streams::MAX_EVENT_BYTES as usize - 4096];
+                messages.push((identity.name, subject.clone(), big));
+            }
+        }
+    }
+    // As the issue tried it: an admin flag and a signing key "from" other services, published with
+    // auth's credential; a notification a service that may not send one made up.
+    let admin_flag =
+        UserUpdated { user_id: ada_token.clone(), username: "ada".into(), display_name: "Ada".into(), is_admin: true };
+    messages.push(("auth", format!("auth.user.{ada}.updated"), forged("storage", admin_flag)));
+    let key = SigningKeyAdded {
+        kid: Token::new("evilkid").unwrap(),
+        alg: "EdDSA".into(),
+        public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+    };
+    messages.push(("auth", "auth.key.evilkid.added".into(), forged("gateway", key)));
+    let made_up = Notification {
+        user_id: ada_token.clone(),
+        title: "Forged".into(),
+        message: "from a component that may not send notifications".into(),
+        link: None,
+        category: "auth".into(),
+        scope: None,
+    };
+    messages.push(("storage", format!("notify.{ada}"), forged("gateway", made_up)));
+
     let mut seqs = Vec::new();
-    for (subject, payload) in &messages {
-        let ack = w.env.js.publish(subject.clone(), payload.clone().into()).await.unwrap().await.unwrap();
+    let mut connections = std::collections::BTreeMap::new();
+    for (identity, subject, payload) in &messages {
+        if !connections.contains_key(identity) {
+            connections.insert(*identity, w.env.js_as(identity).await.unwrap());
+        }
+        let js = &connections[identity];
+        let ack = js.publish(subject.clone(), payload.clone().into()).await.unwrap().await;
+        let ack = ack.unwrap_or_else(|e| panic!("{identity} may publish on {subject}: {e}"));
         seqs.push((subject.clone(), ack.stream, ack.sequence));
     }
+    // Over the limit, the broker refuses it: nothing is stored.
+    let over = vec![b'x'; edd_events::streams::MAX_EVENT_BYTES as usize + 1];
+    let refused = connections["storage"].publish("storage.ns.y.created", over.into()).await;
+    assert!(refused.is_err() || refused.unwrap().await.is_err(), "an oversized event was stored");
 
     // Every service keeps answering every kind of request, on state the messages did not change.
     let again = w.auth.login("ada", edd_it::world::PASSWORD).await.unwrap();
@@ -90,7 +129,7 @@ async fn garbage_and_forged_events_on_every_stream_stop_nothing_and_change_nothi
     let read = w.get("/storage/after-garbage/a.txt", Some(&session), &[]).await;
     assert_eq!(read.text().await.unwrap(), "still works");
     let routes = w.via("gateway.localhost").get("/api/routes", &w.admin).await.unwrap();
-    assert_eq!(routes.status, StatusCode::OK);
+    assert_eq!(routes.status, StatusCode::OK, "{:?}", routes.body);
     let notifications = w.via("notifications.localhost");
     let inbox = eventually(Duration::from_secs(10), "the upload's notification", || async {
         let a = notifications.get("/api/notifications", &session).await?;
@@ -102,7 +141,7 @@ async fn garbage_and_forged_events_on_every_stream_stop_nothing_and_change_nothi
     assert!(inbox.iter().all(|n| n["title"] != "Forged"), "a forged notification reached the inbox: {inbox:?}");
 
     // Each message is in the dead letters, with where it came from.
-    let dead = eventually(Duration::from_secs(15), "every message dead-lettered", || async {
+    let dead = eventually(Duration::from_secs(20), "every message dead-lettered", || async {
         let stream = w.env.js.get_stream("DEADLETTER").await?;
         let state = stream.cached_info().state.clone();
         let mut origins = std::collections::BTreeSet::new();
@@ -122,6 +161,72 @@ async fn garbage_and_forged_events_on_every_stream_stop_nothing_and_change_nothi
     })
     .await;
     assert!(dead.is_ok(), "not every message was dead-lettered: {dead:?}");
+}
+
+/// The broker is the first line: a component's credential publishes only on what it owns (the
+/// server refuses the rest, and nothing reaches the stream), and a connection without one of the
+/// platform's identities is not let in.
+#[tokio::test]
+async fn a_component_publishes_only_what_it_owns_and_strangers_are_refused() {
+    let env = edd_it::TestEnv::new().await.unwrap();
+    let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = violations.clone();
+    let storage = env.nats.credential("storage").unwrap();
+    let client = edd_events::options("storage-as-intruder", Some(&storage))
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(env.nats.url())
+        .await
+        .unwrap();
+    let before = |stream: &'static str| {
+        let js = env.js.clone();
+        async move { js.get_stream(stream).await.unwrap().info().await.unwrap().state.last_sequence }
+    };
+    let (auth_before, gateway_before) = (before("AUTH").await, before("GATEWAY").await);
+    let key = SigningKeyAdded {
+        kid: Token::new("evil").unwrap(),
+        alg: "EdDSA".into(),
+        public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+    };
+    let attempts = [
+        ("auth.key.evil.added", forged("auth", key)),
+        ("auth.user.u1.updated", b"{}".to_vec()),
+        ("gateway.route.r1.created", b"{}".to_vec()),
+        ("$JS.API.STREAM.DELETE.STORAGE", Vec::new()),
+    ];
+    for (subject, payload) in &attempts {
+        client.publish(*subject, payload.clone().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let refused = eventually(Duration::from_secs(5), "the server to refuse every publish", || async {
+        let seen = violations.lock().unwrap().clone();
+        let all = attempts.iter().all(|(subject, _)| seen.iter().any(|v| v.contains(subject)));
+        Ok(all.then_some(seen))
+    })
+    .await
+    .unwrap();
+    assert!(refused.iter().all(|v| v.to_lowercase().contains("permissions violation")), "{refused:?}");
+    // Nothing reached the streams: the next stored message follows the last one before.
+    let marker = |subject: &'static str| {
+        let js = env.js.clone();
+        async move { js.publish(subject, "marker".into()).await.unwrap().await.unwrap().sequence }
+    };
+    assert_eq!(marker("auth.marker").await, auth_before + 1);
+    assert_eq!(marker("gateway.marker").await, gateway_before + 1);
+    assert!(env.js.get_stream("STORAGE").await.is_ok(), "storage deleted its stream");
+
+    // No credential, a wrong password, another component's name: refused at connect.
+    let url = env.nats.url();
+    let anonymous = edd_events::options("anonymous", None).connect(&url).await;
+    assert!(anonymous.is_err(), "an anonymous connection was let in");
+    let wrong = edd_events::Credential::new("auth", "not-the-password");
+    assert!(edd_events::options("wrong", Some(&wrong)).connect(&url).await.is_err(), "a wrong password was let in");
 }
 
 /// The first administrator is made once: deleted by another admin, it does not come back with its

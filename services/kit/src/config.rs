@@ -78,6 +78,32 @@ pub enum ConfigError {
     },
     #[error("environment variable {var} is not valid UTF-8")]
     NotUnicode { var: String },
+    #[error("the NATS credential from {from} is not `user:password`")]
+    NatsCredential { from: String },
+}
+
+/// Where `edd up` keeps each component's NATS credential, under `EDD_HOME`.
+pub const NATS_IDENTITIES_DIR: &str = "nats/identities";
+
+/// The NATS identity of `component`: `EDD_NATS_CREDENTIALS_FILE` (how Kubernetes mounts it) or
+/// `EDD_NATS_CREDENTIALS`, one line `user:password`; else the file `edd up` generated for it in
+/// `$EDD_HOME/nats/identities/`; else none — an anonymous connection, which the platform's brokers
+/// refuse.
+pub fn nats_credential(component: &str) -> Result<Option<edd_events::Credential>, ConfigError> {
+    if let Some(text) = secret("nats_credentials")? {
+        return parse_credential(&text, "EDD_NATS_CREDENTIALS[_FILE]").map(Some);
+    }
+    let home = std::env::var_os("EDD_HOME").map_or_else(|| PathBuf::from(".edd"), PathBuf::from);
+    let path = edd_events::access::credential_path(&home.join(NATS_IDENTITIES_DIR), component);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_credential(&text, &path.display().to_string()).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ConfigError::SecretFile { var: "EDD_HOME".into(), path, source }),
+    }
+}
+
+fn parse_credential(text: &str, from: &str) -> Result<edd_events::Credential, ConfigError> {
+    edd_events::Credential::parse(text).ok_or_else(|| ConfigError::NatsCredential { from: from.to_owned() })
 }
 
 /// Reads the secret `name` (e.g. `"admin_password"`): the contents of the file named by

@@ -19,7 +19,7 @@ mod tests;
 
 pub use app::App;
 pub use commit::Committer;
-pub use config::{secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
+pub use config::{nats_credential, secret, CommonArgs, ConfigError, HttpArgs, LogFormat};
 pub use extract::{Json, Path, Query};
 pub use metrics::Metrics;
 pub use middleware::{AllowedOrigins, RequestId};

@@ -18,6 +18,9 @@ pub struct MasterConfig {
     /// `host:port` where clients reach this master's RPC; goes into the KV lease.
     pub advertise: String,
     pub nats_url: String,
+    /// The master's NATS identity (`gfs-master`); `None` connects anonymously, which the
+    /// platform's brokers refuse.
+    pub nats_credential: Option<edd_events::Credential>,
     /// At least 16 bytes: signs capability tokens and proves peers (chunkservers, masters).
     pub cluster_key: Vec<u8>,
     /// At least 16 bytes: proves clients.
@@ -58,6 +61,7 @@ impl Default for MasterConfig {
             id: "m1".into(),
             advertise: "127.0.0.1:9000".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nats_credential: None,
             cluster_key: Vec::new(),
             client_secret: Vec::new(),
             lease_ttl: Duration::from_secs(10),

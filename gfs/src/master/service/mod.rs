@@ -77,7 +77,7 @@ pub async fn run(
     let key = ClusterKey::new(&config.cluster_key)?;
     let nats = tokio::time::timeout(
         SETUP_DEADLINE,
-        edd_events::connect(&config.nats_url, &format!("gfs-master-{}", config.id)),
+        edd_events::connect(&config.nats_url, &format!("gfs-master-{}", config.id), config.nats_credential.as_ref()),
     )
     .await
     .map_err(|_| MasterError::Setup { what: "connection", detail: format!("not connected within {SETUP_DEADLINE:?}") })?
