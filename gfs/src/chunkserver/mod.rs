@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chunk::{ChunkError, ChunkStore};
-use crate::dataplane::{ClusterKey, DataServer, Deadlines, ServerConfig, TokenError};
+use crate::dataplane::{ClusterKey, DataServer, Deadlines, ServerConfig, TokenError, DEFAULT_MAX_CONNECTIONS};
 use crate::rpc::{ClientOptions, Credential, CredentialError, MasterClient, Role};
 
 /// The chunk store's directory inside the data directory.
@@ -83,6 +83,8 @@ pub struct ChunkserverConfig {
     pub buffer_cap: u64,
     /// The data plane's deadlines ([`ServerConfig::deadlines`]).
     pub deadlines: Deadlines,
+    /// The data plane's bound on open connections ([`ServerConfig::max_connections`]); at least 1.
+    pub max_connections: usize,
 }
 
 impl Default for ChunkserverConfig {
@@ -99,6 +101,7 @@ impl Default for ChunkserverConfig {
             scrub_interval: Duration::from_secs(10),
             buffer_cap: 512 * 1024 * 1024,
             deadlines: Deadlines::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -117,6 +120,7 @@ impl fmt::Debug for ChunkserverConfig {
             .field("scrub_interval", &self.scrub_interval)
             .field("buffer_cap", &self.buffer_cap)
             .field("deadlines", &self.deadlines)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -138,6 +142,9 @@ impl ChunkserverConfig {
         }
         if self.max_clones == 0 {
             return invalid("max_clones must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections must be at least 1");
         }
         Ok(())
     }
@@ -213,6 +220,7 @@ pub async fn run(
     let mut server_config = ServerConfig::new(key);
     server_config.buffer_cap = config.buffer_cap;
     server_config.deadlines = config.deadlines;
+    server_config.max_connections = config.max_connections;
     let mut data_plane =
         tokio::spawn(DataServer::new(store.clone(), server_config).serve(listener, stopped(stop.clone())));
 

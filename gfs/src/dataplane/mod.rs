@@ -21,7 +21,9 @@
 //! Every request carries a [`CapabilityToken`] (HMAC-SHA256 under the cluster key over operation, chunk,
 //! version and expiry); replicas mint their own for server-to-server steps. A request without a valid
 //! token is answered with a refusal and its connection closed. Every network step has a deadline
-//! ([`Deadlines`]), so a dead or slow replica costs a bounded wait, never a hang.
+//! ([`Deadlines`]), so a dead or slow replica costs a bounded wait, never a hang; connections are
+//! bounded in number ([`ServerConfig::max_connections`]) and one that sends no valid request within
+//! [`Deadlines::first_frame`] is closed.
 //!
 //! Modules: `token` (capability tokens), `frame` (the wire format and its bounds), `error`, `buffer`
 //! (pushed data awaiting a mutation), `locks` (the primary's per-chunk ordering), `server` (connections
@@ -46,7 +48,7 @@ use crate::chunk::{ChunkHandle, ChunkVersion};
 pub use client::{AppendOutcome, ClientConfig, DataClient, WriteOutcome};
 pub use error::{ClientError, ErrorCode};
 pub use frame::{FrameError, MAX_HEADER, MAX_REPLICAS, MAX_TOKEN, PIECE};
-pub use server::{DataServer, Deadlines, ServerConfig};
+pub use server::{DataServer, Deadlines, ServerConfig, DEFAULT_MAX_CONNECTIONS};
 pub use token::{CapabilityToken, ClusterKey, TokenError, TokenOp};
 
 /// A chunk at a version: what every data-plane request is about (tokens are minted for both).

@@ -1,15 +1,19 @@
 //! [`DataServer`]: accepts connections and answers their requests one after another.
 //!
-//! Each connection runs: wait for a frame (at most [`Deadlines::idle`]), read the rest of its header
-//! (at most [`Deadlines::header`]), check the capability token, dispatch. A malformed frame or a refused
-//! token is answered with an `Error` frame and the connection is closed: the peer is either broken or
-//! hostile, and a closed connection is the one state it cannot misuse.
+//! Connections are bounded in number ([`ServerConfig::max_connections`]): one past the bound is closed
+//! at once, before anything is read from it. Each connection runs: wait for a frame (the first within
+//! [`Deadlines::first_frame`], the next ones within [`Deadlines::idle`]), read the rest of its header
+//! (at most [`Deadlines::header`]; the first frame's whole header within `first_frame`), check the
+//! capability token, dispatch. So a peer that connects and sends nothing, or nothing valid, holds a
+//! connection for seconds, not minutes. A malformed frame or a refused token is answered with an
+//! `Error` frame and the connection is closed: the peer is either broken or hostile, and a closed
+//! connection is the one state it cannot misuse.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +38,9 @@ pub struct Deadlines {
     pub connect: Duration,
     /// Reading the rest of a frame header once its first bytes arrived, and sending an answer.
     pub header: Duration,
+    /// A new connection's first request, header complete, must arrive within this; otherwise the
+    /// connection is closed (it holds one of [`ServerConfig::max_connections`]).
+    pub first_frame: Duration,
     /// A connection idle between requests longer than this is closed.
     pub idle: Duration,
     /// Receiving or forwarding one piece of pushed data.
@@ -51,6 +58,7 @@ impl Default for Deadlines {
         Deadlines {
             connect: Duration::from_secs(5),
             header: Duration::from_secs(10),
+            first_frame: Duration::from_secs(5),
             idle: Duration::from_secs(120),
             data: Duration::from_secs(30),
             ack: Duration::from_secs(60),
@@ -69,8 +77,14 @@ pub struct ServerConfig {
     pub buffer_ttl: Duration,
     /// Lifetime of the tokens this server mints for its peers.
     pub token_ttl: Duration,
+    /// Open connections at most (clients' and peer replicas'); one more is closed at once.
+    pub max_connections: usize,
     pub deadlines: Deadlines,
 }
+
+/// [`ServerConfig::max_connections`] unless set: a few hundred clients, each with a small pool per
+/// replica, plus the peers forwarding pushes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 impl ServerConfig {
     pub fn new(cluster_key: Arc<ClusterKey>) -> ServerConfig {
@@ -79,6 +93,7 @@ impl ServerConfig {
             buffer_cap: 512 * 1024 * 1024,
             buffer_ttl: Duration::from_secs(60),
             token_ttl: Duration::from_secs(120),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             deadlines: Deadlines::default(),
         }
     }
@@ -160,11 +175,24 @@ impl DataServer {
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        // Refusals are logged at most once a second, with how many there were.
+        let (mut refused, mut refused_logged) = (0u64, None);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if connections.len() >= self.shared.config.max_connections => {
+                        // Closed before anything is read: dropping the stream is the whole refusal.
+                        drop(stream);
+                        refused += 1;
+                        if refused_logged.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                            refused_logged = Some(Instant::now());
+                            tracing::warn!(%peer, refused, limit = self.shared.config.max_connections,
+                                "data plane connections refused: too many open");
+                            refused = 0;
+                        }
+                    }
                     Ok((stream, peer)) => {
                         connections.spawn(connection(Arc::clone(&self.shared), stream, peer, stop_rx.clone()));
                     }
@@ -191,16 +219,20 @@ impl DataServer {
 async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let d = shared.config.deadlines;
+    // Until the first valid request: one deadline for all of it, from the connection's start.
+    let mut first = Some(tokio::time::Instant::now() + d.first_frame);
     loop {
+        let wait = first.map_or(d.idle, |by| by.saturating_duration_since(tokio::time::Instant::now()));
         let len = tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
-            read = timeout(d.idle, stream.read_u32()) => match read {
+            read = timeout(wait, stream.read_u32()) => match read {
                 Ok(Ok(len)) => len as usize,
                 // Closed by the peer, broken, or idle too long: nothing to answer.
                 _ => return,
             },
         };
-        let request = match timeout(d.header, frame::read_header_body(&mut stream, len)).await {
+        let header_wait = first.map_or(d.header, |by| by.saturating_duration_since(tokio::time::Instant::now()));
+        let request = match timeout(header_wait, frame::read_header_body(&mut stream, len)).await {
             Err(_) | Ok(Err(ReadFrameError::Io(_))) => return,
             Ok(Err(ReadFrameError::Frame(error))) => Err(error),
             Ok(Ok(header)) => Request::decode(&header),
@@ -225,6 +257,7 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             let _ = send(&mut stream, request.id, Reply::Error(refusal), d.header).await;
             return;
         }
+        first = None;
         match dispatch(&shared, &mut stream, peer, request).await {
             Ok(Next::Continue) => {}
             Ok(Next::Close) => return,

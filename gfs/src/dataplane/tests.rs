@@ -531,6 +531,79 @@ async fn requests_without_a_valid_token_are_refused_at_every_op_and_the_connecti
     assert_eq!(outcome.failed, vec![stranger.addr]);
 }
 
+fn ping_token() -> Vec<u8> {
+    tok(TokenOp::Ping, ChunkRef { handle: ChunkHandle(0), version: ChunkVersion(0) }).encode().to_vec()
+}
+
+#[tokio::test]
+async fn connections_past_the_bound_are_closed_at_once_and_a_freed_slot_is_served_again() {
+    let mut bounded = config(key());
+    bounded.max_connections = 2;
+    let node = Node::start("bound", bounded).await;
+    // Two connections, each served (so the server has accepted and counts both).
+    let (reply, first) = raw(node.addr, ping_token(), Op::Ping).await;
+    assert_eq!(reply, Reply::Done);
+    let (reply, _second) = raw(node.addr, ping_token(), Op::Ping).await;
+    assert_eq!(reply, Reply::Done);
+
+    // The third is closed before anything is read from it.
+    let mut third = TcpStream::connect(node.addr).await.expect("connect");
+    let started = Instant::now();
+    assert!(closed(&mut third).await, "a connection past the bound is closed");
+    println!("connection past the bound closed after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2), "at once, not after a deadline");
+
+    // One closes: a new connection is served again (once the server has seen the close).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(node.addr).await.expect("connect");
+        let sent = stream.write_all(&Request { id: 1, token: ping_token(), op: Op::Ping }.encode()).await;
+        let answer = match sent {
+            Ok(()) => frame::read_header(&mut stream).await.ok(),
+            Err(_) => None,
+        };
+        if let Some(header) = answer {
+            assert_eq!(Response::decode(&header).expect("decode").reply, Reply::Done);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never served");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_a_valid_first_request_is_closed_within_the_first_frame_deadline() {
+    const FIRST: Duration = Duration::from_millis(400);
+    let mut strict = config(key());
+    strict.deadlines.first_frame = FIRST;
+    let node = Node::start("first-frame", strict).await;
+
+    // Silent: closed after the deadline (the idle deadline, two minutes, does not apply).
+    let mut silent = TcpStream::connect(node.addr).await.expect("connect");
+    let started = Instant::now();
+    assert!(closed(&mut silent).await, "a silent connection is closed");
+    let silent_after = started.elapsed();
+    // A header begun and never finished: the same deadline for all of it (not another 10 s).
+    let mut partial = TcpStream::connect(node.addr).await.expect("connect");
+    let started = Instant::now();
+    partial.write_all(&1000u32.to_be_bytes()).await.expect("length");
+    assert!(closed(&mut partial).await, "a connection stuck in its first header is closed");
+    let partial_after = started.elapsed();
+    println!("closed after {silent_after:?} (silent), {partial_after:?} (partial header); deadline {FIRST:?}");
+    for after in [silent_after, partial_after] {
+        assert!(after >= FIRST - Duration::from_millis(50) && after < FIRST * 4, "closed after {after:?}");
+    }
+
+    // A connection whose first request was valid is kept past that deadline (the idle one applies).
+    let (reply, mut served) = raw(node.addr, ping_token(), Op::Ping).await;
+    assert_eq!(reply, Reply::Done);
+    let mut byte = [0; 1];
+    let kept = tokio::time::timeout(FIRST * 3, served.read(&mut byte)).await;
+    assert!(kept.is_err(), "a served connection was closed: {kept:?}");
+    assert_eq!(raw_on(&mut served, ping_token(), Op::Ping).await, Reply::Done);
+}
+
 #[tokio::test]
 async fn the_push_buffer_cap_is_enforced_and_space_comes_back() {
     let mut small = config(key());
