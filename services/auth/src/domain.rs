@@ -175,7 +175,7 @@ pub async fn revoke_session(
 /// The event voids tokens issued before the next whole second (a token's `iat` is whole seconds),
 /// and the command answers only once that second has come: every token issued before the request
 /// is void, and none issued after the answer is (at most a second's wait).
-pub async fn revoke_sessions(state: &AppState, actor: &str, user_id: &str, keep: Option<&str>) -> Result<i64, Problem> {
+pub async fn revoke_sessions(state: &AppState, actor: &str, user_id: &str, keep: Option<&str>) -> Result<usize, Problem> {
     let active = queries::count_active_sessions(&state.pool, user_id, keep).await?;
     let before = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + 1)
         .map_err(Problem::internal)?;
@@ -189,7 +189,7 @@ pub async fn revoke_sessions(state: &AppState, actor: &str, user_id: &str, keep:
     if left.is_positive() {
         tokio::time::sleep(left.unsigned_abs()).await;
     }
-    Ok(active)
+    Ok(usize::try_from(active).unwrap_or_default())
 }
 
 /// A token just issued: what the projection shows of it, and its secret (never stored; only its

@@ -132,7 +132,7 @@ pub async fn revoke(
 /// How many sessions were revoked.
 #[derive(Serialize, ToSchema)]
 pub struct Revoked {
-    revoked: i64,
+    revoked: usize,
 }
 
 /// Revokes every session of the signed-in user, the current one too.
