@@ -101,6 +101,9 @@ pub struct ChunkserverArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "EDD_GFS_HEARTBEAT_SECS", default_value_t = 1)]
     heartbeat_secs: u64,
+    /// Open data-plane connections at most (clients and peers); one more is closed at once.
+    #[arg(long, env = "EDD_GFS_MAX_CONNECTIONS", default_value_t = edd_gfs::dataplane::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Local state, for the generated secrets of a laptop setup.
     #[arg(long, env = "EDD_HOME", default_value = ".edd")]
     home: PathBuf,
@@ -290,7 +293,8 @@ async fn chunkserver(args: ChunkserverArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {} (set EDD_GFS_CHUNKSERVER_ADDR)", args.listen))?;
     let advertise = args.advertise.unwrap_or_else(|| listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
-    let config = chunkserver_config(args.data_dir, advertise, args.masters, &args.home, heartbeat, false)?;
+    let mut config = chunkserver_config(args.data_dir, advertise, args.masters, &args.home, heartbeat, false)?;
+    config.max_connections = args.max_connections.max(1);
     edd_gfs::chunkserver::run(config, listener, edd_kit::shutdown::signal()).await?;
     Ok(())
 }
