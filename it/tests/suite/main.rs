@@ -22,6 +22,7 @@ mod notify;
 mod notify_live;
 mod notify_recovery;
 mod projections;
+mod revocation;
 mod security;
 mod storage;
 mod storage_access;

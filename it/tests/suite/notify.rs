@@ -141,6 +141,14 @@ pub(crate) async fn sse_connect(gateway: &str, token: Option<&str>, origin: Opti
 }
 
 impl Sse {
+    /// Waits until the service ends the stream (keep-alives and events are read past); panics
+    /// after `within`.
+    pub(crate) async fn ended(mut self, within: Duration) {
+        tokio::time::timeout(within, async { while let Some(Ok(_)) = self.body.next().await {} })
+            .await
+            .expect("the SSE stream to end in time");
+    }
+
     /// The next event's data, parsed (keep-alive comments are skipped).
     pub(crate) async fn next(&mut self) -> Value {
         loop {
