@@ -376,6 +376,35 @@ impl Api {
         Self { host: Some(host.to_owned()), ..Self::new(gateway_url) }
     }
 
+    /// The same API called from the local address `ip` (any of 127.0.0.0/8 on Linux), so that a
+    /// service or the gateway sees another client.
+    pub fn from_address(self, ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().local_address(ip).build()?;
+        Ok(Self { http, ..self })
+    }
+
+    /// A request to `path` (with the `Host` of [`via`](Self::via)) to finish by hand: headers,
+    /// cookies; send it with [`send`](Self::send).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
+        if let Some(host) = &self.host {
+            req = req.header("host", host);
+        }
+        req
+    }
+
+    /// Sends a request made with [`request`](Self::request).
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Answer> {
+        let resp = req.send().await?;
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (content_type, retry_after, set_cookie) =
+            (header("content-type").unwrap_or_default(), header("retry-after"), header("set-cookie"));
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok(Answer { status, body, content_type, retry_after, set_cookie })
+    }
+
     pub async fn call(
         &self,
         method: &str,
@@ -384,24 +413,14 @@ impl Api {
         body: Option<Value>,
     ) -> anyhow::Result<Answer> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).timeout(Duration::from_secs(30));
-        if let Some(host) = &self.host {
-            req = req.header("host", host);
-        }
+        let mut req = self.request(method, path);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let resp = req.send().await.with_context(|| format!("calling {path}"))?;
-        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let (content_type, retry_after, set_cookie) =
-            (header("content-type").unwrap_or_default(), header("retry-after"), header("set-cookie"));
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Ok(Answer { status, body, content_type, retry_after, set_cookie })
+        self.send(req).await.with_context(|| format!("calling {path}"))
     }
 
     pub async fn get(&self, path: &str, token: &str) -> anyhow::Result<Answer> {

@@ -182,7 +182,9 @@ impl WorldBuilder {
         self
     }
 
-    /// A gateway in front of the services; the world's APIs go through it.
+    /// A gateway in front of the services; the world's APIs go through it. Auth trusts it (its
+    /// loopback address) for the client's address and scheme unless the auth settings name other
+    /// trusted proxies.
     pub fn gateway(mut self) -> Self {
         self.gateway = true;
         self
@@ -217,7 +219,13 @@ impl WorldBuilder {
             }
             None => None,
         };
-        let auth_service = services::start_auth(&env, self.auth).await.unwrap();
+        let mut auth_config = self.auth;
+        if self.gateway && auth_config.trusted_proxies.is_empty() {
+            // As `edd up` does: the gateway connects from loopback, and auth believes the client
+            // address and scheme it forwards.
+            auth_config.trusted_proxies = edd_kit::forwarded::TrustedProxies::loopback();
+        }
+        let auth_service = services::start_auth(&env, auth_config).await.unwrap();
         let storage = match (&self.storage, &gfs) {
             (Some(settings), Some(gfs)) => {
                 let settings: Vec<(&str, String)> = settings.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();

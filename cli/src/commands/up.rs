@@ -105,7 +105,14 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
     let mut services: Vec<tokio::task::JoinHandle<Result<()>>> = services;
     let (js_gateway, shutdown_gateway) = (as_component.connect("gateway").await?, shutdown.clone());
     let auth_deps = edd_auth::Deps { js: as_component.connect("auth").await?, pool: auth_pool };
-    let auth_config = args.auth;
+    let mut auth_config = args.auth;
+    if auth_config.trusted_proxies.is_empty() && std::env::var_os("EDD_AUTH_TRUSTED_PROXIES").is_none() {
+        // The gateway below connects to auth from loopback: believe the client address and scheme
+        // it forwards, so each client has its own login limits and HTTPS gets `Secure` cookies.
+        // (A process on this machine that calls auth's port directly can then name its address;
+        // `EDD_AUTH_TRUSTED_PROXIES=none` turns this off.)
+        auth_config.trusted_proxies = edd_kit::forwarded::TrustedProxies::loopback();
+    }
     let auth_shutdown = shutdown.clone();
     let password = admin_password.clone();
     services.push(tokio::spawn(async move {

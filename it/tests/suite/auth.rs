@@ -197,7 +197,8 @@ async fn login_attempts_are_rate_limited() {
     for _ in 0..3 {
         assert_eq!(attempt("ada", "wrong-pass").await.status, StatusCode::UNAUTHORIZED);
     }
-    // The username's budget is spent: even the right password waits.
+    // From this client the username now waits (a second, doubling): even the right password. (Other
+    // clients are not slowed: `auth_limits`.)
     let limited = attempt("ada", "password-1").await;
     assert_problem(&limited, StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.retry_after.unwrap().parse::<u64>().unwrap() > 0);

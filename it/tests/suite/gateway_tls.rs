@@ -29,7 +29,7 @@ use super::gateway::{echo_backend, start_with, test_limits};
 
 /// Writes a fresh self-signed certificate for `names` to `<dir>/<stem>.{pem,key}`; returns the files
 /// and the certificate's DER, to compare with what a handshake presents.
-fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (CertFiles, Vec<u8>) {
+pub(crate) fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (CertFiles, Vec<u8>) {
     let generated =
         rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let files = CertFiles { cert: dir.join(format!("{stem}.pem")), key: dir.join(format!("{stem}.key")) };
@@ -41,7 +41,7 @@ fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (CertFiles, Vec<u8>) {
 /// Trusts whatever the server presents: these tests check *which* certificate is served; the
 /// signatures of the handshake are still verified.
 #[derive(Debug)]
-struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AnyCertificate(pub(crate) Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -110,7 +110,7 @@ async fn h2_get(addr: std::net::SocketAddr, sni: &str, path: &str) -> Answer {
     Answer { certificate, alpn, status, body: serde_json::from_slice(&body).unwrap_or(Value::Null) }
 }
 
-fn temp_dir() -> PathBuf {
+pub(crate) fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("edd-gw-tls-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -8,6 +8,7 @@
 mod api_contract;
 mod auth;
 mod auth_credentials;
+mod auth_limits;
 mod auth_recovery;
 mod events;
 mod failures;

@@ -27,7 +27,7 @@ use edd_projections::{Projection, RunnerConfig};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-pub use config::{AuthConfig, Signup};
+pub use config::{AuthConfig, SecureCookie, Signup};
 
 /// The permissions projection of the auth service itself: every scope root.
 pub const PERMISSIONS: PermissionsProjection = PermissionsProjection::new("auth/permissions", None);

@@ -21,7 +21,7 @@ use edd_kit::{
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::{config::AuthConfig, password::Hasher, ratelimit::SlidingWindow, secrets};
+use crate::{config::AuthConfig, password::Hasher, ratelimit::PasswordLimits, secrets};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -31,8 +31,8 @@ pub struct AppState {
     pub authorizer: Authorizer,
     pub config: Arc<AuthConfig>,
     pub hasher: Hasher,
-    pub ip_limit: Arc<SlidingWindow>,
-    pub user_limit: Arc<SlidingWindow>,
+    /// Every password check (login, password change) reserves an attempt here first.
+    pub limits: Arc<PasswordLimits>,
     signer: Arc<Mutex<Option<Arc<SigningKey>>>>,
 }
 
@@ -49,8 +49,7 @@ impl AppState {
         Self {
             store: commits.store().clone(),
             commits,
-            ip_limit: Arc::new(SlidingWindow::new(config.login_limit_ip, window)),
-            user_limit: Arc::new(SlidingWindow::new(config.login_limit_user, window)),
+            limits: Arc::new(PasswordLimits::new(config.login_limit_ip, config.login_limit_user, window)),
             pool,
             authorizer,
             config: Arc::new(config),

@@ -27,6 +27,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The result serves `GET /healthz`, `GET /readyz`, `GET /metrics` (and `GET /openapi.json` when
 /// given) besides the service's own
 /// routes (which must not reuse those paths), and answers unknown paths with a problem+json 404.
+/// A request authenticated by the session cookie that changes state must carry `X-Requested-With`
+/// ([`crate::csrf`]).
 pub struct App {
     service: &'static str,
     metrics: Metrics,
@@ -94,8 +96,8 @@ impl App {
 
     /// Lets browser pages of `origins` call the service (CORS): an allowed origin is answered
     /// with itself (never `*`) and credentials allowed; methods GET, POST, PUT, DELETE, PATCH;
-    /// request headers `Authorization`, `Content-Type`, `X-Request-Id`, `Range` and the `If-*`
-    /// ones; `Content-Range`, `ETag`, `X-Request-Id` and `Retry-After` readable by the page.
+    /// request headers `Authorization`, `Content-Type`, `X-Request-Id`, `X-Requested-With` (see
+    /// [`crate::csrf`]), `Range` and the `If-*` ones; `Content-Range`, `ETag`, `X-Request-Id` and `Retry-After` readable by the page.
     /// Without it, no CORS headers are sent (browsers then refuse cross-origin reads). With it,
     /// every `OPTIONS` request is answered as a preflight.
     pub fn cors(mut self, origins: AllowedOrigins) -> Self {
@@ -139,6 +141,8 @@ impl App {
             .layer(from_fn_with_state(self.metrics, metrics::record_http))
             // Outside the error answers, so a browser page can read those too.
             .option_layer(self.cors.map(AllowedOrigins::cors_layer))
+            // Inside CORS, so a page of the platform can read the refusal; see `crate::csrf`.
+            .layer(from_fn(crate::csrf::refuse_cross_site))
             .layer(CompressionLayer::new().compress_when(middleware::CompressJson))
             .layer(from_fn(middleware::problem_errors))
             .layer(CatchPanicLayer::custom(middleware::PanicProblem))

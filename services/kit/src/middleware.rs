@@ -203,6 +203,7 @@ impl AllowedOrigins {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 REQUEST_ID_HEADER,
+                crate::csrf::CSRF_HEADER,
                 header::RANGE,
                 header::IF_MATCH,
                 header::IF_NONE_MATCH,

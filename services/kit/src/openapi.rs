@@ -24,7 +24,7 @@ pub const BEARER: &str = "bearer";
 const PROBLEMS: &[(&str, &str)] = &[
     ("400", "the request is malformed (a query, path or body that does not parse)"),
     ("401", "no credential, or one that is not valid (expired, revoked, unknown)"),
-    ("403", "the credential lacks the scope or role"),
+    ("403", "the credential lacks the scope or role (or a cookie request that changes state lacks `X-Requested-With`)"),
     ("404", "no such resource, or one the caller may not know of"),
     ("409", "a concurrent change; read again and retry"),
     ("413", "the body is larger than the limit"),
@@ -40,7 +40,9 @@ pub fn document(service: &str, mut api: OpenApi) -> OpenApi {
         .version(env!("CARGO_PKG_VERSION"))
         .description(Some(format!(
             "The HTTP API of the {service} service. Errors are RFC 9457 problem details \
-             (`application/problem+json`). Authenticate with `Authorization: Bearer <session or API token>`."
+             (`application/problem+json`). Authenticate with `Authorization: Bearer <session or API token>`; \
+             a browser's session cookie (`token`) works too, and then a request that changes state must \
+             also carry `X-Requested-With` (any value)."
         )))
         .build();
     let components = api.components.get_or_insert_with(Default::default);

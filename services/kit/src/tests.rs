@@ -271,7 +271,16 @@ async fn a_platform_origin_passes_the_preflight_with_credentials() {
         assert!(methods.contains(&m.to_owned()), "{methods:?}");
     }
     let allowed = header_list(headers, header::ACCESS_CONTROL_ALLOW_HEADERS);
-    for h in ["authorization", "content-type", "x-request-id", "range", "if-match", "if-none-match", "if-range"] {
+    for h in [
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "x-requested-with",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-range",
+    ] {
         assert!(allowed.contains(&h.to_owned()), "{allowed:?}");
     }
     assert!(header_list(headers, header::VARY).contains(&"origin".to_owned()));
@@ -302,6 +311,35 @@ async fn cors_answers_expose_the_headers_pages_read_even_on_errors() {
             assert!(exposed.contains(&h.to_owned()), "{exposed:?}");
         }
     }
+}
+
+fn echo(headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post("/echo");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::from("hi")).unwrap()
+}
+
+#[tokio::test]
+async fn a_cookie_request_that_changes_state_needs_x_requested_with() {
+    let refused = send(&cors_app(), echo(&[("cookie", "token=abc"), ("origin", "https://cloud.example.com")])).await;
+    // The page of the platform can read the refusal.
+    assert_eq!(refused.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://cloud.example.com");
+    let body = problem(refused, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["header"], "X-Requested-With");
+    for allowed in [
+        echo(&[("cookie", "token=abc"), ("x-requested-with", "edd")]),
+        echo(&[("cookie", "token=abc"), ("authorization", "Bearer abc")]),
+        echo(&[]),
+    ] {
+        let response = send(&app(), allowed).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_text(response).await, "hi");
+    }
+    // Reads are not affected.
+    let read = Request::get("/items/1").header("cookie", "token=abc").body(Body::empty()).unwrap();
+    assert_eq!(send(&app(), read).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -42,9 +42,10 @@ pub struct LoginResponse {
 
 /// Signs in with a username and password.
 ///
-/// Answers the session token and sets it as an HTTP-only `token` cookie. A wrong username or
-/// password is a `401`; failed attempts are limited per client address and per username (then
-/// `429` with `Retry-After`).
+/// Answers the session token and sets it as an HTTP-only `token` cookie (`Secure` when the
+/// client came over HTTPS). A wrong username or password is a `401`. Failed attempts are limited
+/// per client address, and each further attempt for one username from one client address waits
+/// longer (then `429` with `Retry-After`); other clients of that user are not slowed.
 #[utoipa::path(
     post,
     path = "/api/login",
@@ -56,7 +57,7 @@ pub struct LoginResponse {
         body = LoginResponse,
         headers((
             "Set-Cookie" = String,
-            description = "`token=<session token>; HttpOnly; SameSite=Lax; Path=/; Max-Age=<session lifetime in seconds>`"
+            description = "`token=<session token>; HttpOnly; [Secure; ]SameSite=Lax; Path=/; Max-Age=<session lifetime in seconds>` (`Secure` over HTTPS)"
         ))
     ))
 )]
@@ -68,11 +69,12 @@ pub async fn login(
     if req.username.len() > 64 || req.password.len() > domain::MAX_PASSWORD_BYTES {
         return Err(Problem::unprocessable("username or password too long"));
     }
-    let user_key = req.username.to_lowercase();
-    if let Err(wait) = state.ip_limit.check(&client.ip).and_then(|()| state.user_limit.check(&user_key)) {
+    // Reserved before the password is verified, so parallel guesses cannot all pass the check
+    // while the first verifications run; given back only if the password is right.
+    let attempt = state.limits.attempt(&req.username.to_lowercase(), &client.bucket).map_err(|wait| {
         tracing::warn!(ip = %client.ip, "login rate limit reached");
-        return Err(Problem::too_many_requests(wait));
-    }
+        Problem::too_many_requests(wait)
+    })?;
     let user = queries::user_by_name(&state.pool, &req.username).await?;
     let phc = match &user {
         Some(u) => secrets::password(&state.pool, &u.id).await?,
@@ -80,11 +82,12 @@ pub async fn login(
     };
     let ok = state.hasher.verify(req.password, phc).await.map_err(Problem::internal)?;
     let Some(user) = user.filter(|_| ok) else {
-        state.ip_limit.record(&client.ip);
-        state.user_limit.record(&user_key);
+        drop(attempt);
         return Err(Problem::unauthorized("invalid username or password"));
     };
+    attempt.succeeded();
 
+    let attributes = client.cookie_attributes(&state.config);
     let user_id = Token::new(user.id.clone()).map_err(Problem::internal)?;
     let session_id = Token::random();
     let now = OffsetDateTime::now_utc();
@@ -109,7 +112,7 @@ pub async fn login(
         iat: now.unix_timestamp(),
         exp: expires_at.unix_timestamp(),
     });
-    let cookie = format!("token={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age={}", state.config.session_ttl_secs);
+    let cookie = format!("token={token}; {attributes}; Max-Age={}", state.config.session_ttl_secs);
     let body = LoginResponse {
         expires_at: expires_at.format(&time::format_description::well_known::Rfc3339).map_err(Problem::internal)?,
         session_id,
@@ -129,17 +132,19 @@ pub async fn login(
     responses((
         status = 204,
         description = "signed out",
-        headers(("Set-Cookie" = String, description = "`token=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0`"))
+        headers((
+            "Set-Cookie" = String,
+            description = "`token=; HttpOnly; [Secure; ]SameSite=Lax; Path=/; Max-Age=0` (`Secure` over HTTPS)"
+        ))
     ))
 )]
-pub async fn logout(State(state): State<AppState>, principal: Principal) -> Result<Response, Problem> {
+pub async fn logout(State(state): State<AppState>, client: Client, principal: Principal) -> Result<Response, Problem> {
     let session_id = principal.require_session()?;
     domain::revoke_session(&state, principal.user_id.as_str(), session_id.as_str(), Some(principal.user_id.as_str()))
         .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_static("token=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"));
+    let cookie = format!("token=; {}; Max-Age=0", client.cookie_attributes(&state.config));
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(Problem::internal)?);
     Ok(response)
 }
 

@@ -6,6 +6,7 @@ use edd_kit::Path;
 use edd_kit::{auth::Principal, openapi::ToSchema, Json, Problem};
 use serde::{Deserialize, Serialize};
 
+use super::Client;
 use crate::{domain, queries, secrets, state::AppState};
 
 async fn me(state: &AppState, principal: &Principal) -> Result<queries::User, Problem> {
@@ -54,7 +55,8 @@ pub struct PasswordRequest {
 
 /// Changes the signed-in user's password; every other session of theirs is revoked.
 ///
-/// A wrong `current_password` is a `403` naming `"field": "current_password"`.
+/// A wrong `current_password` is a `403` naming `"field": "current_password"`; wrong guesses
+/// count against the same limits as failed logins (then `429` with `Retry-After`).
 #[utoipa::path(
     put,
     path = "/api/settings/password",
@@ -64,6 +66,7 @@ pub struct PasswordRequest {
 )]
 pub async fn password(
     State(state): State<AppState>,
+    client: Client,
     principal: Principal,
     Json(req): Json<PasswordRequest>,
 ) -> Result<StatusCode, Problem> {
@@ -73,13 +76,15 @@ pub async fn password(
         return Err(Problem::forbidden("the current password is wrong"));
     }
     let user = me(&state, &principal).await?;
-    let key = user.username.to_lowercase();
-    state.user_limit.check(&key).map_err(Problem::too_many_requests)?;
+    // The same limits as a login's, reserved before verifying (see `session::login`).
+    let attempt =
+        state.limits.attempt(&user.username.to_lowercase(), &client.bucket).map_err(Problem::too_many_requests)?;
     let phc = secrets::password(&state.pool, &user.id).await?;
     if !state.hasher.verify(req.current_password, phc).await.map_err(Problem::internal)? {
-        state.user_limit.record(&key);
+        drop(attempt);
         return Err(Problem::forbidden("the current password is wrong").with_extension("field", "current_password"));
     }
+    attempt.succeeded();
     // Sessions first: if we crash before the new hash is stored, a retry with the old password
     // still works and nobody kept a session the user meant to end.
     domain::revoke_sessions(&state, &user.id, &user.id, Some(session_id.as_str())).await?;

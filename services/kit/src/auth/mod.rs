@@ -30,7 +30,7 @@ use sqlx::PgPool;
 pub use authorizer::{AuthError, Authorizer};
 pub use live::Presented;
 pub use permissions::PermissionsProjection;
-pub use principal::{credential, Credential, MaybePrincipal, Principal};
+pub use principal::{cookie_token, credential, Credential, MaybePrincipal, Principal};
 
 /// Runs `projection` in `pool` and an [`Authorizer`] following it, until `shutdown`.
 pub fn start(

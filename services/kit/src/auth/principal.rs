@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::{header, request::Parts, StatusCode},
+    http::{header, request::Parts, HeaderMap, StatusCode},
 };
 use edd_events::{catalog::auth::ScopeMap, Token};
 
@@ -122,11 +122,8 @@ pub fn credential(parts: &Parts) -> Option<&str> {
         let (scheme, token) = value.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
     }
-    for cookies in parts.headers.get_all(header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else { continue };
-        if let Some(token) = cookies.split(';').filter_map(|c| c.trim().strip_prefix("token=")).next() {
-            return Some(token);
-        }
+    if let Some(token) = cookie_token(&parts.headers) {
+        return Some(token);
     }
     let streaming = parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         || parts
@@ -138,6 +135,15 @@ pub fn credential(parts: &Parts) -> Option<&str> {
         return parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("token="));
     }
     None
+}
+
+/// The `token` cookie's value, if the request has one.
+pub fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|cookies| cookies.to_str().ok())
+        .find_map(|cookies| cookies.split(';').find_map(|c| c.trim().strip_prefix("token=")))
 }
 
 impl<S> FromRequestParts<S> for Principal
