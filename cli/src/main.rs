@@ -61,6 +61,9 @@ enum Command {
     /// The distributed file system: run a master or chunkserver; status, ls, stat, put, get, rm.
     #[command(subcommand)]
     Gfs(commands::gfs::GfsCommand),
+    /// Each service's database and its own login role.
+    #[command(subcommand)]
+    Db(commands::db::DbCommand),
     /// The broker: each component's identity and generated permissions; the streams.
     #[command(subcommand)]
     Nats(commands::nats::NatsCommand),
@@ -108,6 +111,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Serve(cmd) => commands::serve::run(&cli.common, cmd).await,
         Command::Events(cmd) => commands::events::run(&cli.common, cmd).await,
         Command::Api(cmd) => commands::api::run(cmd),
+        Command::Db(cmd) => commands::db::run(&cli.common, cmd).await,
         Command::Nats(cmd) => commands::nats::run(&cli.common, cmd).await,
         Command::Projections(cmd) => commands::projections::run(&cli.common, cmd).await,
         Command::Gfs(cmd) => commands::gfs::run(&cli.common, cmd).await,

@@ -199,8 +199,16 @@ impl Credential {
     }
 }
 
-/// Writes `bytes` to `path` with mode 0600 (replacing it atomically).
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Creates `dir` (and its parents) and makes it readable only by its owner (0700).
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `bytes` to `path` with mode 0600, replacing it atomically: how every secret file of the
+/// platform is written.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let tmp = path.with_extension("tmp");
@@ -227,7 +235,7 @@ pub fn server_config_path(dir: &Path) -> PathBuf {
 /// `extra` adds users beyond the platform's (the test harness's own superuser) as raw NATS user
 /// objects.
 pub fn generate(dir: &Path, extra: &[serde_json::Value]) -> io::Result<BTreeMap<String, Credential>> {
-    std::fs::create_dir_all(dir)?;
+    private_dir(dir)?;
     let mut credentials = BTreeMap::new();
     for identity in IDENTITIES {
         let path = credential_path(dir, identity.name);

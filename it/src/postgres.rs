@@ -1,4 +1,5 @@
-//! A private PostgreSQL database per test, dropped afterwards.
+//! A private PostgreSQL database per test, owned by a login role of its own (as every service's is),
+//! both dropped afterwards.
 
 use std::str::FromStr;
 
@@ -6,9 +7,12 @@ use anyhow::Context as _;
 use sqlx::{postgres::PgConnectOptions, ConnectOptions, PgPool};
 
 pub struct TestDb {
+    /// The database's name, and its owner role's.
     pub name: String,
+    /// Connected as the owner role, as the service that gets this database would be.
     pub pool: PgPool,
     admin_url: String,
+    url: String,
 }
 
 /// The server tests create their databases on.
@@ -22,15 +26,22 @@ impl TestDb {
     pub async fn create() -> anyhow::Result<Self> {
         let admin_url = admin_url();
         let name = format!("edd_it_{}", uuid::Uuid::now_v7().simple());
-        let pool = edd_projections::ensure_database(&admin_url, &name, 10)
+        let password = edd_events::Credential::random(&name).password().to_owned();
+        let url = edd_projections::db::provision(&admin_url, &name, &password)
             .await
             .with_context(|| format!("creating test database {name}"))?;
-        Ok(Self { name, pool, admin_url })
+        let pool = edd_projections::db::connect(&url, 10).await?;
+        Ok(Self { name, pool, admin_url, url })
     }
 
-    /// The server URL this database lives on (child processes call `ensure_database` with it).
+    /// The administrator's URL of the server this database lives on (operator tools use it).
     pub fn admin_url(&self) -> &str {
         &self.admin_url
+    }
+
+    /// This database's own URL, with its owner role's password: what a service process is given.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -47,6 +58,7 @@ impl Drop for TestDb {
                         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                             .execute(&mut conn)
                             .await;
+                        let _ = sqlx::query(&format!("DROP ROLE IF EXISTS \"{name}\"")).execute(&mut conn).await;
                     }
                 }
             });

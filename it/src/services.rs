@@ -579,7 +579,7 @@ pub async fn start_storage_process(
         .args(["--log-format", "pretty", "--log-level", "info", "serve", "storage"])
         .env("EDD_NATS_URL", env.nats.url())
         .env("EDD_NATS_CREDENTIALS_FILE", env.nats.credential_file("storage"))
-        .env("EDD_DATABASE_URL", db.admin_url())
+        .env("EDD_DATABASE_URL", db.url())
         .env("EDD_STORAGE_DATABASE", &db.name)
         .env("EDD_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("EDD_GFS_MASTERS", gfs.master_addrs.join(","))

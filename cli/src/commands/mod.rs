@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod api;
+pub mod db;
 pub mod events;
 pub mod gfs;
 pub mod nats;

@@ -82,6 +82,34 @@ pub(crate) async fn backbone(common: &edd_kit::CommonArgs, component: &str) -> R
     Ok(js)
 }
 
+/// The service's own database with its own role: `EDD_DATABASE_URL_FILE` (how Kubernetes mounts
+/// it) or `EDD_DATABASE_URL` must name database `name`, as `edd up` or `edd db provision` made it.
+/// An administrator's URL (another database, or a superuser) is refused: a service reads only its
+/// own data.
+pub(crate) async fn database(common: &edd_kit::CommonArgs, name: &str) -> Result<sqlx::PgPool> {
+    let url = edd_kit::secret("database_url")?.unwrap_or_else(|| common.database_url.clone());
+    let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+        .context("EDD_DATABASE_URL is not a PostgreSQL URL")?;
+    if options.get_database() != Some(name) {
+        anyhow::bail!(
+            "EDD_DATABASE_URL names database {:?}: this service connects only to its own database {name}, \
+             with its own role (`edd up` provisions it; elsewhere `edd db provision {name}`)",
+            options.get_database().unwrap_or("")
+        );
+    }
+    let pool = edd_projections::db::connect(&url, 10).await?;
+    let superuser: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&pool)
+        .await
+        .context("reading the service role's attributes")?;
+    if superuser {
+        anyhow::bail!(
+            "EDD_DATABASE_URL logs in as a superuser: give the service its own role (`edd db provision {name}`)"
+        );
+    }
+    Ok(pool)
+}
+
 /// Stops on SIGINT/SIGTERM.
 fn on_signal() -> Shutdown {
     let (trigger, shutdown) = Shutdown::new();
@@ -94,7 +122,7 @@ fn on_signal() -> Shutdown {
 
 async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> Result<()> {
     let js = backbone(common, "gateway").await?;
-    let pool = edd_projections::ensure_database(&common.database_url, "gateway_db", 10).await?;
+    let pool = database(common, "gateway_db").await?;
     let config = args.config;
     let listeners = edd_gateway::Listeners::bind(&config).await.context(
         "cannot bind the gateway's listeners (set EDD_GATEWAY_HTTP_ADDR, EDD_GATEWAY_HTTPS_ADDR, EDD_GATEWAY_ADMIN_ADDR)",
@@ -105,7 +133,7 @@ async fn serve_gateway(common: &edd_kit::CommonArgs, args: ServeGatewayArgs) -> 
 
 async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result<()> {
     let js = backbone(common, "auth").await?;
-    let pool = edd_projections::ensure_database(&common.database_url, "auth_db", 10).await?;
+    let pool = database(common, "auth_db").await?;
     let admin_password = edd_kit::secret("ADMIN_PASSWORD")?;
     let addr = args.http.addr_or(AUTH_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -115,7 +143,7 @@ async fn serve_auth(common: &edd_kit::CommonArgs, args: ServeAuthArgs) -> Result
 
 async fn serve_storage(common: &edd_kit::CommonArgs, args: ServeStorageArgs) -> Result<()> {
     let js = backbone(common, "storage").await?;
-    let pool = edd_projections::ensure_database(&common.database_url, &args.database, 10).await?;
+    let pool = database(common, &args.database).await?;
     let gfs_secret = super::gfs::client_secret(&args.home, false)?;
     let addr = args.http.addr_or(STORAGE_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -125,7 +153,7 @@ async fn serve_storage(common: &edd_kit::CommonArgs, args: ServeStorageArgs) -> 
 
 async fn serve_notify(common: &edd_kit::CommonArgs, args: ServeNotifyArgs) -> Result<()> {
     let js = backbone(common, "notify").await?;
-    let pool = edd_projections::ensure_database(&common.database_url, "notifications_db", 10).await?;
+    let pool = database(common, "notifications_db").await?;
     let addr = args.http.addr_or(NOTIFY_ADDR.parse::<SocketAddr>()?);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     edd_notify::run(args.config, edd_notify::Deps { js, pool }, listener, on_signal()).await?;

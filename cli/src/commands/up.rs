@@ -81,13 +81,14 @@ pub async fn run(common: &edd_kit::CommonArgs, args: UpArgs) -> Result<()> {
 
     let mut pools = Vec::new();
     for service in platform::SERVICES {
-        let pool = edd_projections::ensure_database(&common.database_url, service.database, 5)
-            .await
-            .context("PostgreSQL is needed (deploy/local/up.sh installs and starts one)")?;
+        // Each service gets its own role and only its own database; the administrator's URL
+        // stays here.
+        let url = super::db::provision(&common.database_url, &args.home, service.database).await?;
+        let pool = edd_projections::db::connect(&url, 5).await?;
         pools.push((service, pool));
     }
     println!(
-        "==> PostgreSQL {} (databases: {})",
+        "==> PostgreSQL {} (databases, each with its own role: {})",
         edd_projections::db::redact(&common.database_url),
         platform::SERVICES.iter().map(|s| s.database).collect::<Vec<_>>().join(", ")
     );

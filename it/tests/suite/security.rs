@@ -262,3 +262,40 @@ async fn a_nul_in_a_login_is_a_bad_request_not_a_server_error() {
     let a = w.auth.call("POST", "/api/login", None, Some(body)).await.unwrap();
     edd_it::assert_problem(&a, StatusCode::BAD_REQUEST);
 }
+
+/// Each service's database is its own: its role owns that database only, is no superuser, and
+/// cannot connect to another's — not to auth's, whose private schema holds the password hashes and
+/// signing keys.
+#[tokio::test]
+async fn a_service_role_owns_only_its_database_and_cannot_reach_auths() {
+    let w = World::builder().storage(&[]).start().await;
+    let (storage, auth) = (w.storage().db(), &w.env.db);
+
+    let (superuser, createdb, createrole): (bool, bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&storage.pool)
+            .await
+            .unwrap();
+    assert!(!superuser && !createdb && !createrole, "the storage role has administrator powers");
+
+    // Storage's own login, pointed at auth's database: refused at connect.
+    let (server, _) = storage.url().rsplit_once('/').unwrap();
+    let elsewhere = format!("{server}/{}", auth.name);
+    let refused = sqlx::PgPool::connect(&elsewhere).await.expect_err("the storage role connected to auth's database");
+    let code = refused.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{refused}");
+
+    // Auth's private schema belongs to auth's role, and no other role may use it.
+    let owner: String =
+        sqlx::query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'auth_private'")
+            .fetch_one(&auth.pool)
+            .await
+            .unwrap();
+    assert_eq!(owner, auth.name);
+    let usage: bool = sqlx::query_scalar("SELECT has_schema_privilege($1, 'auth_private', 'USAGE')")
+        .bind(&storage.name)
+        .fetch_one(&auth.pool)
+        .await
+        .unwrap();
+    assert!(!usage, "the storage role may use auth_private");
+}
