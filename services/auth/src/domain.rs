@@ -175,7 +175,12 @@ pub async fn revoke_session(
 /// The event voids tokens issued before the next whole second (a token's `iat` is whole seconds),
 /// and the command answers only once that second has come: every token issued before the request
 /// is void, and none issued after the answer is (at most a second's wait).
-pub async fn revoke_sessions(state: &AppState, actor: &str, user_id: &str, keep: Option<&str>) -> Result<usize, Problem> {
+pub async fn revoke_sessions(
+    state: &AppState,
+    actor: &str,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<usize, Problem> {
     let active = queries::count_active_sessions(&state.pool, user_id, keep).await?;
     let before = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + 1)
         .map_err(Problem::internal)?;
