@@ -1,5 +1,6 @@
 //! Storage's limits, answered with problem details: the upload size limit (announced or streamed),
-//! the quota (with uploads racing for its last bytes), and bad names and paths.
+//! the quota (with uploads racing for its last bytes), bad names and paths, and refusals storage
+//! gives before reading a body reaching the client through the gateway as they are.
 
 use std::time::Duration;
 
@@ -89,4 +90,54 @@ async fn quotas_and_size_limits_are_enforced_with_problem_details() {
     // (`..` segments never get here: clients and the gateway resolve them.)
     assert_eq!(w.upload(&token, "/storage/q/a//b", "x").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(w.upload(&token, "/storage/q/a%0Ab", "x").await.0, StatusCode::BAD_REQUEST);
+}
+
+/// An upstream's early answer reaches the client: uploads storage refuses before reading their
+/// bodies — a 429 from the per-user upload limit, a 413 for an announced size past the limit, a 401
+/// without a credential — come back through the gateway as storage's problem, never as a 502.
+#[tokio::test]
+async fn early_answers_reach_the_client_through_the_gateway() {
+    let w = storage_world(&[("EDD_STORAGE_MAX_UPLOAD_BYTES", (8 * MIB).to_string())]).await;
+    let (_, token) = w.user("erin").await;
+    w.create_namespace(&token, "e", "private").await;
+    let answer = |resp: reqwest::Response| async move {
+        let status = resp.status();
+        let content_type = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        (status, content_type, body)
+    };
+
+    // 48 uploads of one user, 16 at a time: storage runs 4 of them at once and refuses the others
+    // as soon as it has their heads.
+    let answers: Vec<_> = futures_util::stream::iter(0..48u8)
+        .map(|i| {
+            let req = w.request(reqwest::Method::POST, &format!("/storage/e/f-{i}"), Some(&token));
+            async move { answer(req.body(vec![i; 4 * MIB]).send().await.expect("an answer")).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut refused = 0;
+    for (status, content_type, body) in &answers {
+        if status.is_success() {
+            continue;
+        }
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(content_type.starts_with("application/problem+json"), "{content_type}");
+        assert_eq!(body["status"], 429, "{body}");
+        refused += 1;
+    }
+    assert!(refused > 0, "no upload was refused: the test tested nothing");
+
+    // Announced past the upload limit, and without a credential: refused before a byte is read.
+    for _ in 0..8 {
+        let req = w.request(reqwest::Method::POST, "/storage/e/big", Some(&token));
+        let (status, _, body) = answer(req.body(vec![0u8; 16 * MIB]).send().await.expect("an answer")).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert_eq!(body["max_upload_bytes"], 8 * MIB, "not storage's answer: {body}");
+        let req = w.request(reqwest::Method::POST, "/storage/e/anonymous", None);
+        let (status, content_type, body) = answer(req.body(vec![0u8; 16 * MIB]).send().await.expect("an answer")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(content_type.starts_with("application/problem+json"), "{content_type}");
+    }
 }

@@ -17,6 +17,7 @@
 mod api;
 pub mod clients;
 pub mod config;
+pub mod early;
 pub mod observe;
 pub mod projection;
 pub mod proxy;

@@ -1,7 +1,8 @@
 //! Forwarding one request: admit it (rate and body limits), pick the route, rewrite the URI and
 //! headers, stream the bodies both ways, retry an idempotent request once if its upstream
-//! connection failed before any answer, and tunnel protocol upgrades (WebSocket) once the upstream
-//! agrees to them.
+//! connection failed before any answer, pass on an upstream's answer that comes before it has read
+//! the request body (see [`crate::early`]), and tunnel protocol upgrades (WebSocket) once the
+//! upstream agrees to them.
 
 use std::{
     net::SocketAddr,
@@ -23,12 +24,16 @@ use hyper::{
     Method, Request, Response, StatusCode, Uri,
 };
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::{
+        connect::{capture_connection, HttpConnector},
+        Client,
+    },
     rt::{TokioExecutor, TokioIo},
 };
 
 use crate::{
     clients::{ClientLimits, ClientLimitsConfig},
+    early,
     observe::{Exchange, Observed, Observer, Refusal},
     routes::{Protocol, Route, RouteTable},
 };
@@ -89,7 +94,7 @@ pub enum Scheme {
 /// upstream pools, for a listener running on another runtime (see [`crate::workers`]).
 pub struct Gateway {
     routes: Arc<RwLock<Arc<RouteTable>>>,
-    http1: Client<HttpConnector, UpstreamBody>,
+    http1: Client<early::Connector, UpstreamBody>,
     h2c: Client<HttpConnector, UpstreamBody>,
     clients: ClientLimits,
     options: Options,
@@ -302,42 +307,59 @@ impl Gateway {
 
     /// One attempt at the upstream. The upstream timeout runs from when the request body has been
     /// sent: an upload takes as long as the client takes (the idle timeout bounds a stalled one).
+    ///
+    /// An answer that arrives before the body is all sent (the upstream refused it unread) is the
+    /// answer: it goes back to the client, and the HTTP/1.1 connection it came on is not reused.
     async fn send(
         &self,
         route: &Route,
-        request: Request<UpstreamBody>,
+        mut request: Request<UpstreamBody>,
         body_sent: Arc<tokio::sync::Notify>,
     ) -> Result<Response<Incoming>, Failure> {
-        let client = match route.upstream.protocol {
-            Protocol::Http1 => &self.http1,
-            Protocol::H2c => &self.h2c,
-        };
         let already_sent = request.body().is_end_stream();
-        let response = client.request(request);
+        let (response, connection) = match route.upstream.protocol {
+            Protocol::Http1 => {
+                let connection = capture_connection(&mut request);
+                (self.http1.request(request), Some(connection))
+            }
+            // One HTTP/2 stream answering early ends only that stream (hyper resets it).
+            Protocol::H2c => (self.h2c.request(request), None),
+        };
         tokio::pin!(response);
         if !already_sent {
             tokio::select! {
-                result = &mut response => return result.map_err(Failure::Client),
+                result = &mut response => {
+                    let response = result.map_err(Failure::Client)?;
+                    if let Some(connection) = &connection {
+                        early::poison(connection);
+                    }
+                    return Ok(response);
+                }
                 () = body_sent.notified() => {}
             }
         }
-        match tokio::time::timeout(self.options.upstream_timeout, response).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(Failure::Client(e)),
-            Err(_) => Err(Failure::Timeout(self.options.upstream_timeout)),
+        let response = match tokio::time::timeout(self.options.upstream_timeout, response).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(Failure::Client(e)),
+            Err(_) => return Err(Failure::Timeout(self.options.upstream_timeout)),
+        };
+        // Writing to it failed: the upstream closed it, or is about to.
+        if let (true, Some(connection)) = (early::write_broken(&response), &connection) {
+            early::poison(connection);
         }
+        Ok(response)
     }
 }
 
-/// Pooled HTTP/1.1 keep-alive and h2c clients.
-fn upstream_clients() -> (Client<HttpConnector, UpstreamBody>, Client<HttpConnector, UpstreamBody>) {
+/// Pooled HTTP/1.1 keep-alive (on [`early::Connector`] connections) and h2c clients.
+fn upstream_clients() -> (Client<early::Connector, UpstreamBody>, Client<HttpConnector, UpstreamBody>) {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     let http1 = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
-        .build(connector.clone());
+        .build(early::Connector(connector.clone()));
     let h2c = Client::builder(TokioExecutor::new()).http2_only(true).build(connector);
     (http1, h2c)
 }
@@ -474,9 +496,13 @@ fn redirect_to_https(req: &Request<Incoming>, port: u16) -> Result<Response<Prox
 }
 
 /// The request body as sent upstream: the client's, cut off with an error past the route's limit
-/// (the check on `Content-Length` catches honest clients before any byte is sent).
+/// (the check on `Content-Length` catches honest clients before any byte is sent). What the client
+/// still sends once nobody reads it (the upstream answered, failed, or the limit tripped) is read
+/// and discarded for a while ([`early::linger`]), so the client gets to read its answer.
 pub struct UpstreamBody {
     inner: Option<Incoming>,
+    /// The client's body ended (nothing left to linger over).
+    ended: bool,
     remaining: u64,
     tripped: Arc<AtomicBool>,
     /// Notified once the whole body has been handed to the upstream connection.
@@ -493,11 +519,19 @@ pub enum UpstreamBodyError {
 
 impl UpstreamBody {
     fn new(inner: Incoming, limit: u64) -> Self {
-        Self { inner: Some(inner), remaining: limit, tripped: Arc::default(), finished: Arc::default() }
+        Self { inner: Some(inner), ended: false, remaining: limit, tripped: Arc::default(), finished: Arc::default() }
     }
 
     fn empty() -> Self {
-        Self { inner: None, remaining: 0, tripped: Arc::default(), finished: Arc::default() }
+        Self { inner: None, ended: true, remaining: 0, tripped: Arc::default(), finished: Arc::default() }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take().filter(|inner| !self.ended && !inner.is_end_stream()) {
+            early::linger(inner);
+        }
     }
 }
 
@@ -515,6 +549,7 @@ impl Body for UpstreamBody {
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             None => {
                 // `notify_one` keeps a permit if nobody waits yet, so the signal is never missed.
+                self.ended = true;
                 self.finished.notify_one();
                 return Poll::Ready(None);
             }
@@ -523,12 +558,15 @@ impl Body for UpstreamBody {
             let len = data.len() as u64;
             if len > self.remaining {
                 self.tripped.store(true, Ordering::Relaxed);
-                self.inner = None;
+                if let Some(inner) = self.inner.take() {
+                    early::linger(inner);
+                }
                 return Poll::Ready(Some(Err(UpstreamBodyError::TooLarge)));
             }
             self.remaining -= len;
         }
         if self.inner.as_ref().is_some_and(Body::is_end_stream) {
+            self.ended = true;
             self.finished.notify_one();
         }
         Poll::Ready(Some(Ok(frame)))
