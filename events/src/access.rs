@@ -1,5 +1,5 @@
 //! Who may do what on the broker: one NATS identity per component, with permissions **generated**
-//! from the catalog — what it may publish from [`publishers::PUBLISHERS`], what it reads from
+//! from the catalog — what it may publish from [`PUBLISHERS`], what it reads from
 //! [`IDENTITIES`] — so the broker's rules and the consumers' origin check cannot drift.
 //!
 //! A component gets:

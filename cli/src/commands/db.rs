@@ -12,7 +12,7 @@ use crate::platform;
 #[derive(Subcommand)]
 pub enum DbCommand {
     /// Create (or bring up to date) the database and the login role of each named service's
-    /// database (default: all), with a generated password kept in <home>/postgres (0600); prints
+    /// database (default: all), with a generated password kept in `<home>/postgres` (0600); prints
     /// the file holding each service's URL, for its EDD_DATABASE_URL_FILE.
     Provision {
         /// Databases, e.g. auth_db sfs_db (default: every service's).

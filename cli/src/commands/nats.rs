@@ -10,7 +10,7 @@ use edd_events::access;
 #[derive(Subcommand)]
 pub enum NatsCommand {
     /// Write every component's credential (kept where one exists; 0600) and the server's
-    /// authorization, generated from the event catalog, to <home>/nats/identities. Start
+    /// authorization, generated from the event catalog, to `<home>/nats/identities`. Start
     /// nats-server with `-c <that>/server.conf`; `edd up` does this by itself.
     Config {
         #[arg(long, env = "EDD_HOME", default_value = ".edd")]
