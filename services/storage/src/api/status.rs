@@ -114,17 +114,19 @@ pub async fn progress(
     let user = principal.user_id.clone();
     let revoked =
         state.authorizer.refused(credential, move |p| p.require("storage", &user, Some("files"), None, "read").is_ok());
-    let events = futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
+    // The state at once, then each change; the stream ends after the event with `done: true` (or
+    // when the transfer's entry is gone).
+    let events = futures_util::stream::unfold((rx, true, false), |(mut rx, first, finished)| async move {
         if finished {
             return None;
+        }
+        if !first {
+            rx.changed().await.ok()?;
         }
         let snapshot = rx.borrow_and_update().clone();
         let done = snapshot.done;
         let event = Event::default().event("progress").json_data(&snapshot).unwrap_or_default();
-        if !done && rx.changed().await.is_err() {
-            return Some((Ok(event), (rx, true)));
-        }
-        Some((Ok(event), (rx, done)))
+        Some((Ok(event), (rx, false, done)))
     });
     // Ends with the credential: `take_until` drops the stream, which closes the response.
     let events = futures_util::StreamExt::take_until(events, revoked);
