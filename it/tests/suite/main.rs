@@ -10,6 +10,7 @@ mod auth;
 mod auth_credentials;
 mod auth_limits;
 mod auth_recovery;
+mod compute_runtime;
 mod events;
 mod failures;
 mod gateway;
