@@ -12,6 +12,7 @@
 //! - [`chunkserver`]: the running chunkserver (heartbeats with chunk reports, the master's orders, scrubbing).
 //! - [`client`]: the client library the services use.
 //! - [`rpc`]: the control plane between them (the master's gRPC service and its credentials).
+//! - [`tls`]: optional TLS for both planes.
 //!
 //! `docs/gfs.md` describes the whole.
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod dataplane;
 pub mod master;
 pub mod rpc;
+pub mod tls;
 
 #[cfg(test)]
 mod test_support;

@@ -4,6 +4,10 @@
 //! Secrets come from `EDD_GFS_CLUSTER_KEY[_FILE]` (masters and chunkservers) and
 //! `EDD_GFS_CLIENT_SECRET[_FILE]` (clients); on a laptop, where `edd up` generated them, from
 //! `<EDD_HOME>/gfs/cluster-key` and `<EDD_HOME>/gfs/client-secret`.
+//!
+//! TLS for both planes is off unless a CA is given ([`TlsArgs`]: `--tls-ca`, `--tls-cert`,
+//! `--tls-key`, or `EDD_GFS_TLS_CA_FILE`, `EDD_GFS_TLS_CERT_FILE`, `EDD_GFS_TLS_KEY_FILE`); masters
+//! and chunkservers then also need their certificate and key, and every command speaks only TLS.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,6 +62,8 @@ pub struct MasterArgs {
     #[arg(long, env = "EDD_GFS_MASTER_ID")]
     id: Option<String>,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     timing: MasterTiming,
     /// Copies of the GFS stream, the election bucket and the snapshot bucket (3 on a cluster).
     #[arg(long, env = "EDD_STREAM_REPLICAS", default_value_t = 1)]
@@ -104,6 +110,8 @@ pub struct ChunkserverArgs {
     /// Open data-plane connections at most (clients and peers); one more is closed at once.
     #[arg(long, env = "EDD_GFS_MAX_CONNECTIONS", default_value_t = edd_gfs::dataplane::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Local state, for the generated secrets of a laptop setup.
     #[arg(long, env = "EDD_HOME", default_value = ".edd")]
     home: PathBuf,
@@ -118,7 +126,51 @@ pub struct ClientArgs {
     #[arg(long, env = "EDD_HOME", default_value = ".edd", global = true)]
     home: PathBuf,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     output: Output,
+}
+
+/// TLS for the control and data planes; off unless `--tls-ca` is given.
+#[derive(Args, Clone, Default)]
+pub struct TlsArgs {
+    /// CA certificate (PEM) that masters' and chunkservers' certificates must chain to; turns TLS on
+    /// (plaintext is then refused both ways).
+    #[arg(long = "tls-ca", env = "EDD_GFS_TLS_CA_FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This master's or chunkserver's certificate chain (PEM); required with --tls-ca for them.
+    #[arg(long = "tls-cert", env = "EDD_GFS_TLS_CERT_FILE", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", env = "EDD_GFS_TLS_KEY_FILE", requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
+    /// Check every server's certificate for this name instead of the host of its address.
+    #[arg(long = "tls-server-name", env = "EDD_GFS_TLS_SERVER_NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// The TLS these flags describe, `None` without a CA.
+    pub fn load(&self) -> Result<Option<edd_gfs::tls::Tls>> {
+        let non_empty = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        let Some(ca) = non_empty(&self.tls_ca) else { return Ok(None) };
+        let files = edd_gfs::tls::TlsFiles {
+            ca,
+            cert: non_empty(&self.tls_cert),
+            key: non_empty(&self.tls_key),
+            server_name: self.tls_server_name.clone().filter(|n| !n.is_empty()),
+        };
+        Ok(Some(edd_gfs::tls::Tls::load(&files).context("GFS TLS")?))
+    }
+
+    /// [`load`](Self::load), for a master or chunkserver: with a CA, a certificate and key are needed.
+    fn load_server(&self) -> Result<Option<edd_gfs::tls::Tls>> {
+        let tls = self.load()?;
+        if tls.as_ref().is_some_and(|tls| !tls.serves()) {
+            bail!("GFS TLS: a server needs --tls-cert and --tls-key (EDD_GFS_TLS_CERT_FILE, EDD_GFS_TLS_KEY_FILE)");
+        }
+        Ok(tls)
+    }
 }
 
 #[derive(Args)]
@@ -282,7 +334,8 @@ async fn master(common: &edd_kit::CommonArgs, args: MasterArgs) -> Result<()> {
     let local = listener.local_addr()?;
     let advertise = args.advertise.unwrap_or_else(|| local.to_string());
     let id = args.id.unwrap_or_else(|| format!("master-{}", local.port()));
-    let config = master_config(id, advertise, &common.nats_url, &args.home, (args.timing, args.replicas), false)?;
+    let mut config = master_config(id, advertise, &common.nats_url, &args.home, (args.timing, args.replicas), false)?;
+    config.tls = args.tls.load_server()?;
     edd_gfs::master::service::run(config, listener, edd_kit::shutdown::signal()).await?;
     Ok(())
 }
@@ -295,6 +348,7 @@ async fn chunkserver(args: ChunkserverArgs) -> Result<()> {
     let heartbeat = Duration::from_secs(args.heartbeat_secs.max(1));
     let mut config = chunkserver_config(args.data_dir, advertise, args.masters, &args.home, heartbeat, false)?;
     config.max_connections = args.max_connections.max(1);
+    config.tls = args.tls.load_server()?;
     edd_gfs::chunkserver::run(config, listener, edd_kit::shutdown::signal()).await?;
     Ok(())
 }
@@ -302,7 +356,8 @@ async fn chunkserver(args: ChunkserverArgs) -> Result<()> {
 // ---- client commands ------------------------------------------------------------------------------
 
 fn client(args: &ClientArgs) -> Result<GfsClient> {
-    let config = GfsConfig::new(args.masters.clone(), client_secret(&args.home, false)?);
+    let mut config = GfsConfig::new(args.masters.clone(), client_secret(&args.home, false)?);
+    config.tls = args.tls.load()?;
     Ok(GfsClient::new(config)?)
 }
 
@@ -328,11 +383,13 @@ fn file_json(f: &FileInfo) -> serde_json::Value {
 /// Each configured master on its own: its id, whether it is active, how far it has read the log.
 async fn masters(args: &ClientArgs) -> Result<Vec<serde_json::Value>> {
     let secret = client_secret(&args.home, false)?;
+    let tls = args.tls.load()?;
     let mut out = Vec::new();
     for addr in &args.masters {
         let mut config = GfsConfig::new(vec![addr.clone()], secret.clone());
         config.master.failover_timeout = Duration::from_secs(2);
         config.master.call_timeout = Duration::from_secs(5);
+        config.tls = tls.clone();
         let row = match GfsClient::new(config)?.status().await {
             Ok(s) => json!({"addr": addr, "id": s.master_id, "role": if s.active { "active" } else { "standby" },
                             "last_seq": s.last_seq}),

@@ -85,14 +85,15 @@ enum CloneError {
 }
 
 impl Cloner {
-    pub fn new(store: ChunkStore, max_clones: usize) -> Cloner {
+    pub fn new(store: ChunkStore, max_clones: usize, tls: Option<crate::tls::Tls>) -> Cloner {
         let client = DataClient::new(ClientConfig {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             reply_timeout: Duration::from_secs(30),
             pool_per_addr: 1,
             ..ClientConfig::default()
-        });
+        })
+        .with_tls(tls);
         let permits = Arc::new(Semaphore::new(max_clones.max(1)));
         Cloner { inner: Arc::new(Inner { store, client, permits, state: Mutex::default() }) }
     }

@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use crate::chunk::{ChunkError, ChunkStore};
 use crate::dataplane::{ClusterKey, DataServer, Deadlines, ServerConfig, TokenError, DEFAULT_MAX_CONNECTIONS};
 use crate::rpc::{ClientOptions, Credential, CredentialError, MasterClient, Role};
+use crate::tls::Tls;
 
 /// The chunk store's directory inside the data directory.
 pub const CHUNK_DIR: &str = "chunks";
@@ -85,6 +86,9 @@ pub struct ChunkserverConfig {
     pub deadlines: Deadlines,
     /// The data plane's bound on open connections ([`ServerConfig::max_connections`]); at least 1.
     pub max_connections: usize,
+    /// Serve the data plane over TLS only, and speak TLS to the masters and peer replicas; must have a
+    /// certificate ([`Tls::serves`]). `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ChunkserverConfig {
@@ -102,6 +106,7 @@ impl Default for ChunkserverConfig {
             buffer_cap: 512 * 1024 * 1024,
             deadlines: Deadlines::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
 }
@@ -121,6 +126,7 @@ impl fmt::Debug for ChunkserverConfig {
             .field("buffer_cap", &self.buffer_cap)
             .field("deadlines", &self.deadlines)
             .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -145,6 +151,9 @@ impl ChunkserverConfig {
         }
         if self.max_connections == 0 {
             return invalid("max_connections must be at least 1");
+        }
+        if self.tls.as_ref().is_some_and(|tls| !tls.serves()) {
+            return invalid("TLS needs a certificate and key to serve with");
         }
         Ok(())
     }
@@ -221,15 +230,16 @@ pub async fn run(
     server_config.buffer_cap = config.buffer_cap;
     server_config.deadlines = config.deadlines;
     server_config.max_connections = config.max_connections;
+    server_config.tls = config.tls.clone();
     let mut data_plane =
         tokio::spawn(DataServer::new(store.clone(), server_config).serve(listener, stopped(stop.clone())));
 
     let free_space = free_space::FreeSpace::start(config.data_dir.clone(), stop.clone()).await;
-    let cloner = clone::Cloner::new(store.clone(), config.max_clones);
+    let cloner = clone::Cloner::new(store.clone(), config.max_clones, config.tls.clone());
     let (deleter, delete_worker) = delete::Deleter::start(store.clone(), stop.clone());
     let heartbeats = tokio::spawn(
         heartbeat::Heartbeater {
-            master: MasterClient::new(config.masters.clone(), credential, master_options),
+            master: MasterClient::new_with_tls(config.masters.clone(), credential, master_options, config.tls.clone()),
             store: store.clone(),
             server_id,
             data_addr: config.advertise.clone(),

@@ -490,7 +490,7 @@ async fn a_clone_already_under_way_is_not_started_twice() {
             held.push(stream);
         }
     });
-    let cloner = Cloner::new(store, 2);
+    let cloner = Cloner::new(store, 2, None);
     let order = Order {
         kind: OrderKind::Clone as i32,
         handle: 0x77,

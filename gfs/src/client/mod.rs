@@ -48,6 +48,7 @@ use std::time::Duration;
 use crate::chunk::CHUNK_SIZE;
 use crate::dataplane::{self, DataClient};
 use crate::rpc::{self, messages, Credential, MasterClient, Role};
+use crate::tls::Tls;
 
 pub use error::GfsError;
 pub use read::MAX_READ_AT;
@@ -74,6 +75,8 @@ pub struct GfsConfig {
     pub write_piece: usize,
     /// How long one operation (one piece of a write, one record append, one commit) keeps retrying.
     pub retry_deadline: Duration,
+    /// Speak only TLS to masters and chunkservers, verifying their certificates. `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl GfsConfig {
@@ -86,6 +89,7 @@ impl GfsConfig {
             data: dataplane::ClientConfig::default(),
             write_piece: DEFAULT_WRITE_PIECE,
             retry_deadline: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -148,8 +152,8 @@ impl GfsClient {
             .map_err(|e| GfsError::InvalidArgument(e.to_string()))?;
         Ok(GfsClient {
             inner: Arc::new(Inner {
-                master: MasterClient::new(config.masters, credential, config.master),
-                data: DataClient::new(config.data),
+                master: MasterClient::new_with_tls(config.masters, credential, config.master, config.tls.clone()),
+                data: DataClient::new(config.data).with_tls(config.tls),
                 write_piece: config.write_piece,
                 retry_deadline: config.retry_deadline,
                 leases: lease::LeaseCache::default(),

@@ -23,6 +23,8 @@ use crate::chunk::{ChunkHandle, ChunkStore, CHUNK_SIZE};
 use crate::dataplane::{ClusterKey, DataServer, ServerConfig, MAX_RECORD};
 use crate::rpc::{Authenticator, ServeOptions};
 use crate::test_support::{assert_same, pattern, TempDir};
+use crate::tls::testing::Pki;
+use crate::tls::Tls;
 
 const CLUSTER_KEY: [u8; 32] = [0x5a; 32];
 const CLIENT_SECRET: &[u8] = b"client-secret-of-the-tests";
@@ -40,10 +42,16 @@ struct Cluster {
     fake: Arc<FakeMaster>,
     master_addr: SocketAddr,
     nodes: Vec<Node>,
+    tls: Option<Tls>,
 }
 
 impl Cluster {
     async fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, None).await
+    }
+
+    /// A cluster whose master and data servers serve `tls` only (when set).
+    async fn start_with(name: &str, tls: Option<Tls>) -> Cluster {
         let key = Arc::new(ClusterKey::new(&CLUSTER_KEY).expect("key"));
         let mut nodes = Vec::new();
         for i in 0..3 {
@@ -53,18 +61,26 @@ impl Cluster {
             let addr = listener.local_addr().expect("addr");
             let mut config = ServerConfig::new(Arc::clone(&key));
             config.deadlines.replicate = Duration::from_secs(3);
+            config.tls = tls.clone();
             let server = DataServer::new(store.clone(), config);
             let task = tokio::spawn(server.serve(listener, std::future::pending()));
             nodes.push(Node { addr, store, task: Some(task), _dir: dir });
         }
         let servers = nodes.iter().map(|n| n.addr.to_string()).collect();
-        let fake = Arc::new(FakeMaster::new(key, servers));
+        let fake = Arc::new(FakeMaster::new(key, servers, tls.clone()));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind master");
         let master_addr = listener.local_addr().expect("master addr");
         let auth = Arc::new(Authenticator::new(&CLUSTER_KEY, CLIENT_SECRET).expect("auth"));
-        let serving = rpc::serve(listener, Arc::clone(&fake), auth, ServeOptions::default(), std::future::pending());
+        let serving = rpc::serve_with(
+            listener,
+            Arc::clone(&fake),
+            auth,
+            ServeOptions::default(),
+            tls.clone(),
+            std::future::pending(),
+        );
         tokio::spawn(serving);
-        Cluster { fake, master_addr, nodes }
+        Cluster { fake, master_addr, nodes, tls }
     }
 
     fn config(&self) -> GfsConfig {
@@ -524,4 +540,68 @@ async fn a_lease_goes_on_without_a_replica_only_while_a_majority_remains_in_its_
     let mut bad_token = lease(vec![]);
     bad_token.push_token = vec![1, 2, 3];
     assert!(ChunkLease::from_reply(bad_token, wait).await.is_err());
+}
+
+// ---- TLS ----------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_file_is_written_and_read_back_and_clients_without_the_ca_or_tls_are_refused() {
+    let pki = Pki::new();
+    let cluster = Cluster::start_with("tls", Some(pki.server())).await;
+    let mut config = cluster.config();
+    config.tls = Some(pki.client());
+    let client = GfsClient::new(config).expect("client");
+    let id = with_file(&client, "secret").await;
+    // Two chunks: pushes forwarded down the chain, primaries replicating to secondaries, all over TLS.
+    let data = pattern((CHUNK_SIZE + MIB) as usize, 7);
+    client.write_at(&id, 0, Bytes::from(data.clone())).await.expect("write over TLS");
+    let back = client.read_at(&id, 0, data.len() as u64).await.expect("read over TLS");
+    assert_same(&back, &data, "read back over TLS");
+
+    // Plaintext to a TLS master: no handshake, so no master there.
+    let mut plain = cluster.config();
+    plain.master.failover_timeout = Duration::from_millis(500);
+    plain.tls = None;
+    let error = GfsClient::new(plain).expect("client").stat("ns", "secret").await.expect_err("plaintext refused");
+    assert!(matches!(error, GfsError::Unavailable(_)), "{error:?}");
+
+    // TLS, but trusting another CA: the master's certificate does not verify.
+    let mut stranger = cluster.config();
+    stranger.master.failover_timeout = Duration::from_millis(500);
+    stranger.tls = Some(Pki::new().client());
+    let error = GfsClient::new(stranger).expect("client").stat("ns", "secret").await.expect_err("wrong CA refused");
+    assert!(matches!(error, GfsError::Unavailable(_)), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_plane_refuses_plaintext_both_ways_when_tls_is_configured() {
+    let pki = Pki::new();
+    let secure = Cluster::start_with("tls-data", Some(pki.server())).await;
+    let plain = Cluster::start("tls-data-plain").await;
+    assert!(secure.tls.is_some() && plain.tls.is_none());
+    let key = ClusterKey::new(&CLUSTER_KEY).expect("key");
+    let ping = crate::dataplane::CapabilityToken::mint_for(
+        &key,
+        crate::dataplane::TokenOp::Ping,
+        ChunkHandle(0),
+        crate::chunk::ChunkVersion(0),
+        Duration::from_secs(60),
+    );
+    let config = dataplane::ClientConfig { connect_timeout: Duration::from_secs(2), ..Default::default() };
+    let tls_client = DataClient::new(config).with_tls(Some(pki.client()));
+    let plain_client = DataClient::new(config);
+    let stranger = DataClient::new(config).with_tls(Some(Pki::new().client()));
+
+    tls_client.ping(secure.nodes[0].addr, &ping).await.expect("TLS to TLS");
+    plain_client.ping(plain.nodes[0].addr, &ping).await.expect("plaintext to plaintext");
+    assert!(plain_client.ping(secure.nodes[0].addr, &ping).await.is_err(), "plaintext to a TLS server");
+    assert!(tls_client.ping(plain.nodes[0].addr, &ping).await.is_err(), "a TLS client to a plaintext server");
+    assert!(stranger.ping(secure.nodes[0].addr, &ping).await.is_err(), "a TLS client trusting another CA");
+
+    // The control plane the same way: a TLS client finds no master at a plaintext one.
+    let mut config = plain.config();
+    config.master.failover_timeout = Duration::from_millis(500);
+    config.tls = Some(pki.client());
+    let error = GfsClient::new(config).expect("client").namespaces().await.expect_err("no TLS master there");
+    assert!(matches!(error, GfsError::Unavailable(_)), "{error:?}");
 }

@@ -5,6 +5,9 @@
 //! for an answer. A connection is returned to a small per-address pool only after a request completed
 //! cleanly; one that failed, timed out or was refused is dropped, so a pooled connection is always in
 //! step with its server.
+//!
+//! With [`DataClient::with_tls`] every connection is TLS, the server's certificate verified for the IP
+//! address dialled (or the configured server name); the handshake counts against `connect_timeout`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,9 +23,11 @@ use tokio::time::timeout;
 
 use super::error::ClientError;
 use super::frame::{self, Op, ReadFrameError, Reply, Request, Response, MAX_PIECE, MAX_REPLICAS, PIECE};
+use super::stream::Stream;
 use super::token::CapabilityToken;
 use super::{ChunkRef, DataId};
 use crate::chunk::{ChunkVersion, CHUNK_SIZE};
+use crate::tls::Tls;
 
 /// Deadlines and pooling of a [`DataClient`].
 #[derive(Clone, Copy, Debug)]
@@ -77,23 +82,30 @@ pub struct DataClient {
     pool: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     next_id: AtomicU64,
     rng: SystemRandom,
+    tls: Option<Tls>,
 }
 
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     since: Instant,
 }
 
 /// One connection, checked out of the pool for one request.
 struct Conn {
     addr: SocketAddr,
-    stream: TcpStream,
+    stream: Stream,
 }
 
 impl DataClient {
     pub fn new(config: ClientConfig) -> DataClient {
-        DataClient { config, pool: Mutex::default(), next_id: AtomicU64::new(1), rng: SystemRandom::new() }
+        DataClient { config, pool: Mutex::default(), next_id: AtomicU64::new(1), rng: SystemRandom::new(), tls: None }
+    }
+
+    /// Speaks TLS only when `tls` is set (`None` leaves the client plaintext).
+    pub fn with_tls(mut self, tls: Option<Tls>) -> DataClient {
+        self.tls = tls;
+        self
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -342,7 +354,11 @@ impl DataClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = Request { id, token: token.encode().to_vec(), op }.encode();
         let mut conn = self.connect(addr).await?;
-        io(addr, "send request", self.config.io_timeout, conn.stream.write_all(&frame)).await?;
+        let sent = async {
+            conn.stream.write_all(&frame).await?;
+            conn.stream.flush().await
+        };
+        io(addr, "send request", self.config.io_timeout, sent).await?;
         Ok((conn, id))
     }
 
@@ -380,14 +396,23 @@ impl DataClient {
         if let Some(idle) = pooled {
             return Ok(Conn { addr, stream: idle.stream });
         }
-        let stream = match timeout(self.config.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ClientError::Timeout { addr, step: "connect" }),
-            Ok(Err(source)) => return Err(ClientError::Connect { addr, source }),
-            Ok(Ok(stream)) => stream,
+        let connect = async {
+            let tcp = TcpStream::connect(addr).await?;
+            // Frames are small and each is written whole; waiting for more to coalesce only adds latency.
+            tcp.set_nodelay(true)?;
+            match &self.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some(tls) => {
+                    let tls = tls.connect(&addr.ip().to_string(), tcp).await?;
+                    Ok(Stream::Tls(Box::new(tls.into())))
+                }
+            }
         };
-        // Frames are small and each is written whole; waiting for more to coalesce only adds latency.
-        stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
-        Ok(Conn { addr, stream })
+        match timeout(self.config.connect_timeout, connect).await {
+            Err(_) => Err(ClientError::Timeout { addr, step: "connect" }),
+            Ok(Err(source)) => Err(ClientError::Connect { addr, source }),
+            Ok(Ok(stream)) => Ok(Conn { addr, stream }),
+        }
     }
 
     fn release(&self, conn: Conn) {
@@ -418,7 +443,12 @@ impl PushConn {
         if self.sent + piece.len() as u64 > self.len {
             return Err(ClientError::Invalid(format!("more than the {} bytes announced", self.len)));
         }
-        io(self.conn.addr, "send data", self.io_timeout, self.conn.stream.write_all(piece)).await?;
+        let stream = &mut self.conn.stream;
+        let sent = async {
+            stream.write_all(piece).await?;
+            stream.flush().await
+        };
+        io(self.conn.addr, "send data", self.io_timeout, sent).await?;
         self.sent += piece.len() as u64;
         Ok(())
     }

@@ -23,12 +23,14 @@
 //! token is answered with a refusal and its connection closed. Every network step has a deadline
 //! ([`Deadlines`]), so a dead or slow replica costs a bounded wait, never a hang; connections are
 //! bounded in number ([`ServerConfig::max_connections`]) and one that sends no valid request within
-//! [`Deadlines::first_frame`] is closed.
+//! [`Deadlines::first_frame`] is closed. With [`ServerConfig::tls`] every connection is TLS (its
+//! handshake within `first_frame`), and [`DataClient::with_tls`] speaks only TLS, verifying the
+//! server's certificate for the IP address it dials ([`crate::tls`]).
 //!
 //! Modules: `token` (capability tokens), `frame` (the wire format and its bounds), `error`, `buffer`
 //! (pushed data awaiting a mutation), `locks` (the primary's per-chunk ordering), `server` (connections
 //! and dispatch), `push` (receiving and forwarding pushed data), `mutate` (write, append and their
-//! replication), `read` (streaming reads), `client` ([`DataClient`], also used by servers for their peers).
+//! replication), `read` (streaming reads), `stream` (plain or TLS connections), `client` ([`DataClient`], also used by servers for their peers).
 
 mod buffer;
 mod client;
@@ -39,6 +41,7 @@ mod mutate;
 mod push;
 mod read;
 mod server;
+mod stream;
 mod token;
 
 #[cfg(test)]

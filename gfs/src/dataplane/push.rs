@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -21,6 +20,7 @@ use super::client::{DataClient, PushConn};
 use super::error::{ClientError, ErrorCode, Refusal};
 use super::frame::{Push, Reply, PIECE};
 use super::server::{send, Next, Shared};
+use super::stream::Stream;
 use super::token::TokenOp;
 use super::ChunkRef;
 use crate::chunk::CHUNK_SIZE;
@@ -29,7 +29,7 @@ use crate::chunk::CHUNK_SIZE;
 /// beyond the buffer entry itself (the queued pieces are copies).
 const FORWARD_QUEUE: usize = 8;
 
-pub(crate) async fn receive(shared: &Shared, stream: &mut TcpStream, id: u64, push: Push) -> io::Result<Next> {
+pub(crate) async fn receive(shared: &Shared, stream: &mut Stream, id: u64, push: Push) -> io::Result<Next> {
     let d = shared.config.deadlines;
     let chunk = ChunkRef { handle: push.handle, version: push.version };
     if push.len > CHUNK_SIZE {
@@ -93,7 +93,7 @@ pub(crate) async fn receive(shared: &Shared, stream: &mut TcpStream, id: u64, pu
 /// Reads exactly `len` bytes into one buffer sized up front (the reservation has already paid for it),
 /// handing a copy of each piece to the forwarder if there is one. Each read has its own deadline.
 async fn receive_data(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     len: u64,
     mut tx: Option<mpsc::Sender<Bytes>>,
     piece_deadline: std::time::Duration,

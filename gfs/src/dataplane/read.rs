@@ -8,20 +8,20 @@
 use std::io;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::error::{ErrorCode, Refusal};
 use super::frame::{Read, Reply, Response};
 use super::server::{send, Next, Shared};
+use super::stream::Stream;
 use crate::chunk::{ChunkError, ChunkHandle, ChunkStore, BLOCK_SIZE, CHUNK_SIZE};
 
 /// Bytes per piece: whole checksum blocks (a piece boundary never splits one, so no block is read
 /// twice), and few enough that a read's memory stays small whatever its length.
 const READ_PIECE: u64 = 16 * BLOCK_SIZE;
 
-pub(crate) async fn serve(shared: &Shared, stream: &mut TcpStream, id: u64, r: Read) -> io::Result<Next> {
+pub(crate) async fn serve(shared: &Shared, stream: &mut Stream, id: u64, r: Read) -> io::Result<Next> {
     let d = shared.config.deadlines;
     let total = match range(shared, &r).await {
         Ok(total) => total,
@@ -59,7 +59,8 @@ pub(crate) async fn serve(shared: &Shared, stream: &mut TcpStream, id: u64, r: R
         let header = Response { id, reply: Reply::Piece { len: len as u32 } }.encode();
         let sent = timeout(d.data, async {
             stream.write_all(&header).await?;
-            stream.write_all(&bytes).await
+            stream.write_all(&bytes).await?;
+            stream.flush().await
         });
         match sent.await {
             Ok(result) => result?,

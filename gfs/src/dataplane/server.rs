@@ -17,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use super::stream::Stream;
+use crate::tls::Tls;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -80,6 +83,9 @@ pub struct ServerConfig {
     /// Open connections at most (clients' and peer replicas'); one more is closed at once.
     pub max_connections: usize,
     pub deadlines: Deadlines,
+    /// Serve TLS only (a plaintext peer fails the handshake), and speak TLS to the peer replicas. Must
+    /// have a certificate ([`Tls::serves`]).
+    pub tls: Option<Tls>,
 }
 
 /// [`ServerConfig::max_connections`] unless set: a few hundred clients, each with a small pool per
@@ -95,6 +101,7 @@ impl ServerConfig {
             token_ttl: Duration::from_secs(120),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             deadlines: Deadlines::default(),
+            tls: None,
         }
     }
 }
@@ -141,7 +148,8 @@ impl DataServer {
             // Idle peer connections must be given up before the peer closes them as idle.
             pool_idle: d.idle / 2,
             ..ClientConfig::default()
-        });
+        })
+        .with_tls(config.tls.clone());
         let buffer = PushBuffer::new(config.buffer_cap, config.buffer_ttl);
         DataServer {
             shared: Arc::new(Shared {
@@ -216,11 +224,24 @@ impl DataServer {
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
+async fn connection(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+    let _ = tcp.set_nodelay(true);
     let d = shared.config.deadlines;
-    // Until the first valid request: one deadline for all of it, from the connection's start.
-    let mut first = Some(tokio::time::Instant::now() + d.first_frame);
+    // Until the first valid request: one deadline for all of it, from the connection's start (the TLS
+    // handshake included).
+    let started = tokio::time::Instant::now();
+    let mut first = Some(started + d.first_frame);
+    let mut stream = match &shared.config.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => match tokio::time::timeout_at(started + d.first_frame, tls.accept(tcp)).await {
+            Ok(Ok(tls)) => Stream::Tls(Box::new(tls.into())),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "data plane TLS handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+    };
     loop {
         let wait = first.map_or(d.idle, |by| by.saturating_duration_since(tokio::time::Instant::now()));
         let len = tokio::select! {
@@ -278,12 +299,7 @@ fn authorize(key: &ClusterKey, request: &Request) -> Result<(), TokenError> {
     token.verify(key, op, handle, version, SystemTime::now())
 }
 
-async fn dispatch(
-    shared: &Arc<Shared>,
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    request: Request,
-) -> io::Result<Next> {
+async fn dispatch(shared: &Arc<Shared>, stream: &mut Stream, peer: SocketAddr, request: Request) -> io::Result<Next> {
     let id = request.id;
     let answer = match request.op {
         Op::Ping => Ok(Reply::Done),
@@ -309,9 +325,13 @@ async fn dispatch(
 }
 
 /// Sends one answer frame, within `deadline`.
-pub(crate) async fn send(stream: &mut TcpStream, id: u64, reply: Reply, deadline: Duration) -> io::Result<()> {
+pub(crate) async fn send(stream: &mut Stream, id: u64, reply: Reply, deadline: Duration) -> io::Result<()> {
     let frame = Response { id, reply }.encode();
-    match timeout(deadline, stream.write_all(&frame)).await {
+    let sent = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    };
+    match timeout(deadline, sent).await {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "sending an answer timed out")),
     }

@@ -1,6 +1,6 @@
 //! [`MasterClient`]: calls to the active master, found among a list of addresses.
 //!
-//! One HTTP/2 connection per master address, opened on first use and replaced when it breaks. A call
+//! One HTTP/2 connection per master address (TLS when the client has [`Tls`]), opened on first use and replaced when it breaks. A call
 //! that finds no master (connection refused, a broken connection, a timeout, a standby's answer, which
 //! carries `x-gfs-standby` or `x-gfs-active`) tries the next address — or the active one a standby named, if it is in the list (a credential is never sent
 //! to an address the caller was not configured with) — backing off, until
@@ -22,6 +22,7 @@ use tonic::{Code, Status};
 
 use super::codec::RawCodec;
 use super::{Credential, H2Channel, ACTIVE_HEADER, MAX_MESSAGE, REPLY_HEADER, SERVICE, STANDBY_HEADER};
+use crate::tls::Tls;
 
 #[derive(Clone, Copy, Debug)]
 pub struct ClientOptions {
@@ -53,6 +54,7 @@ struct Inner {
     addrs: Vec<String>,
     credential: Credential,
     options: ClientOptions,
+    tls: Option<Tls>,
     state: Mutex<State>,
 }
 
@@ -66,10 +68,19 @@ struct State {
 impl MasterClient {
     /// A client for the masters at `addrs` (`host:port`, at least one), proving `credential`.
     pub fn new(addrs: Vec<String>, credential: Credential, options: ClientOptions) -> MasterClient {
+        MasterClient::new_with_tls(addrs, credential, options, None)
+    }
+
+    /// [`new`](Self::new), speaking only TLS to the masters when `tls` is set.
+    pub fn new_with_tls(
+        addrs: Vec<String>,
+        credential: Credential,
+        options: ClientOptions,
+        tls: Option<Tls>,
+    ) -> MasterClient {
         let channels = addrs.iter().map(|_| None).collect();
-        MasterClient {
-            inner: Arc::new(Inner { addrs, credential, options, state: Mutex::new(State { current: 0, channels }) }),
-        }
+        let state = Mutex::new(State { current: 0, channels });
+        MasterClient { inner: Arc::new(Inner { addrs, credential, options, tls, state }) }
     }
 
     pub fn addrs(&self) -> &[String] {
@@ -142,7 +153,8 @@ impl MasterClient {
         let options = self.inner.options;
         let channel = self.channel(index).await.map_err(Attempt::Failover)?;
         let addr = &self.inner.addrs[index];
-        let origin: Uri = format!("http://{addr}")
+        let scheme = if self.inner.tls.is_some() { "https" } else { "http" };
+        let origin: Uri = format!("{scheme}://{addr}")
             .parse()
             .map_err(|_| Attempt::Final(Status::invalid_argument(format!("bad master address {addr:?}"))))?;
         let mut grpc = tonic::client::Grpc::with_origin(channel, origin)
@@ -191,7 +203,7 @@ impl MasterClient {
             }
         }
         let addr = &self.inner.addrs[index];
-        let connect = H2Channel::connect(addr);
+        let connect = H2Channel::connect_with(addr, self.inner.tls.as_ref());
         let channel = match tokio::time::timeout(self.inner.options.connect_timeout, connect).await {
             Ok(Ok(channel)) => channel,
             Ok(Err(e)) => return Err(Status::unavailable(format!("cannot reach GFS master {addr}: {e}"))),

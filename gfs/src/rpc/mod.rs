@@ -33,7 +33,7 @@ mod tests;
 pub use auth::{Authenticator, Credential, CredentialError, Refused, Role, SignedCall, Verified, REPLY_HEADER};
 pub use channel::H2Channel;
 pub use client::{ClientOptions, MasterClient};
-pub use server::{serve, ServeOptions};
+pub use server::{serve, serve_with, ServeOptions, TLS_HANDSHAKE};
 
 /// The service's full name, the first segment of every method path.
 pub const SERVICE: &str = "edd.gfs.Master";

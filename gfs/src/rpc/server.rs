@@ -1,4 +1,5 @@
-//! Serving a [`MasterApi`] on a TCP listener: cleartext HTTP/2 (prior knowledge), every call's
+//! Serving a [`MasterApi`] on a TCP listener: HTTP/2 (prior knowledge), cleartext or — with
+//! [`serve_with`] and a [`Tls`] — TLS only (the handshake within [`TLS_HANDSHAKE`]), every call's
 //! credential checked before its body is read (and the body against it after), every call bounded in
 //! time; connections bounded in number, pinged, and closed when idle; refusals logged at a bounded
 //! rate.
@@ -12,10 +13,15 @@ use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::{dispatch, Authenticator, MasterApi, Refused, SERVICE};
+use crate::tls::Tls;
+
+/// A TLS connection's handshake must be done within this, or the connection is closed.
+pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServeOptions {
@@ -43,7 +49,7 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `api` on `listener` until `shutdown` completes.
+/// Serves `api` on `listener`, cleartext, until `shutdown` completes.
 pub async fn serve<A: MasterApi>(
     listener: TcpListener,
     api: Arc<A>,
@@ -51,6 +57,21 @@ pub async fn serve<A: MasterApi>(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_with(listener, api, auth, options, None, shutdown).await
+}
+
+/// [`serve`], TLS only when `tls` is set (which must have a certificate: [`Tls::serves`]).
+pub async fn serve_with<A: MasterApi>(
+    listener: TcpListener,
+    api: Arc<A>,
+    auth: Arc<Authenticator>,
+    options: ServeOptions,
+    tls: Option<Tls>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    if tls.as_ref().is_some_and(|tls| !tls.serves()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TLS without a certificate to serve with"));
+    }
     tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
     let refusals = Arc::new(Refusals::default());
@@ -72,27 +93,14 @@ pub async fn serve<A: MasterApi>(
                 }
                 let _ = stream.set_nodelay(true);
                 let (api, auth, refusals) = (Arc::clone(&api), Arc::clone(&auth), Arc::clone(&refusals));
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let activity = Arc::new(Activity::default());
-                    let seen = Arc::clone(&activity);
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let (api, auth, refusals, seen) =
-                            (Arc::clone(&api), Arc::clone(&auth), Arc::clone(&refusals), Arc::clone(&seen));
-                        async move {
-                            let _busy = seen.start();
-                            Ok::<_, Infallible>(call(api, &auth, &refusals, options, peer, req).await)
-                        }
-                    });
-                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .keep_alive_interval(Some(Duration::from_secs(30)))
-                        .keep_alive_timeout(Duration::from_secs(10))
-                        .max_concurrent_streams(options.max_streams)
-                        .serve_connection(TokioIo::new(stream), service);
-                    // Closed once idle: a peer that connects and never calls holds nothing for long.
-                    tokio::select! {
-                        _ = connection => {}
-                        () = activity.idle_for(options.idle_timeout) => {}
+                    match tls {
+                        None => connection(stream, peer, api, auth, refusals, options).await,
+                        Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, peer, api, auth, refusals, options).await,
+                            Ok(Err(_)) | Err(_) => refusals.note(peer, "connection closed: no TLS handshake"),
+                        },
                     }
                 });
             }
@@ -106,6 +114,40 @@ pub async fn serve<A: MasterApi>(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Serves one connection until it ends or has been idle for [`ServeOptions::idle_timeout`].
+async fn connection<A: MasterApi, IO>(
+    stream: IO,
+    peer: std::net::SocketAddr,
+    api: Arc<A>,
+    auth: Arc<Authenticator>,
+    refusals: Arc<Refusals>,
+    options: ServeOptions,
+) where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let seen = Arc::clone(&activity);
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (api, auth, refusals, seen) =
+            (Arc::clone(&api), Arc::clone(&auth), Arc::clone(&refusals), Arc::clone(&seen));
+        async move {
+            let _busy = seen.start();
+            Ok::<_, Infallible>(call(api, &auth, &refusals, options, peer, req).await)
+        }
+    });
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .max_concurrent_streams(options.max_streams)
+        .serve_connection(TokioIo::new(stream), service);
+    // Closed once idle: a peer that connects and never calls holds nothing for long.
+    tokio::select! {
+                        _ = connection => {}
+                        () = activity.idle_for(options.idle_timeout) => {}
+    }
 }
 
 async fn call<A: MasterApi>(

@@ -55,6 +55,8 @@ pub struct Deps {
 pub enum Error {
     #[error("GFS client: {0}")]
     Gfs(#[from] GfsError),
+    #[error("GFS TLS: {0}")]
+    GfsTls(#[from] edd_gfs::tls::TlsError),
     #[error("HTTP server failed: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -67,7 +69,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// Runs the storage service on `listener` until `shutdown`.
 pub async fn run(config: StorageConfig, deps: Deps, listener: TcpListener, shutdown: Shutdown) -> Result<(), Error> {
     let Deps { js, pool, gfs_secret } = deps;
-    let gfs = GfsClient::new(GfsConfig::new(config.gfs_masters.clone(), gfs_secret))?;
+    let mut gfs_config = GfsConfig::new(config.gfs_masters.clone(), gfs_secret);
+    // TLS to GFS when `EDD_GFS_TLS_CA_FILE` is set (docs/gfs.md, Security).
+    gfs_config.tls = edd_gfs::tls::Tls::from_env()?;
+    let gfs = GfsClient::new(gfs_config)?;
     let catalog_projection: Arc<dyn Projection> = Arc::new(projection::CatalogProjection);
     let filters = catalog_projection.filters();
     let catalog =

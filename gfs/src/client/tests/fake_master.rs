@@ -62,13 +62,14 @@ pub(super) struct Chunk {
 }
 
 impl FakeMaster {
-    pub fn new(key: Arc<ClusterKey>, servers: Vec<String>) -> FakeMaster {
+    pub fn new(key: Arc<ClusterKey>, servers: Vec<String>, tls: Option<crate::tls::Tls>) -> FakeMaster {
         let data = DataClient::new(ClientConfig {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
             reply_timeout: Duration::from_secs(10),
             ..ClientConfig::default()
-        });
+        })
+        .with_tls(tls);
         FakeMaster { key, servers, data, state: Mutex::default(), corrupt_seen: watch::channel(0).0 }
     }
 

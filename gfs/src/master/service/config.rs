@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::error::MasterError;
 use crate::rpc::auth::MIN_SECRET;
+use crate::tls::Tls;
 
 /// The longest master id (it travels in the KV lease and in status answers).
 const MAX_ID_LEN: usize = 64;
@@ -52,6 +53,9 @@ pub struct MasterConfig {
     pub prepare_timeout: Duration,
     /// A clone not reported done within this is forgotten (and planned again if still needed).
     pub clone_timeout: Duration,
+    /// Serve RPC over TLS only, and speak TLS to the chunkservers' data planes; must have a
+    /// certificate ([`Tls::serves`]). `None`: plaintext.
+    pub tls: Option<Tls>,
 }
 
 impl Default for MasterConfig {
@@ -77,6 +81,7 @@ impl Default for MasterConfig {
             stream_replicas: 1,
             prepare_timeout: Duration::from_secs(10),
             clone_timeout: Duration::from_secs(120),
+            tls: None,
         }
     }
 }
@@ -98,6 +103,7 @@ impl fmt::Debug for MasterConfig {
             .field("snapshot_every", &self.snapshot_every)
             .field("repair_interval", &self.repair_interval)
             .field("stream_replicas", &self.stream_replicas)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +129,9 @@ impl MasterConfig {
                 "need 1 <= min_replicas ({}) <= replication ({})",
                 self.min_replicas, self.replication
             ));
+        }
+        if self.tls.as_ref().is_some_and(|tls| !tls.serves()) {
+            return bad("TLS needs a certificate and key to serve with".into());
         }
         if self.replication > crate::dataplane::MAX_REPLICAS {
             return bad(format!("replication is at most {}", crate::dataplane::MAX_REPLICAS));

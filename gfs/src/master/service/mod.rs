@@ -95,6 +95,7 @@ pub async fn run(
     tracing::info!(id = %config.id, last_seq = state.last_seq(), files = state.file_count(), "GFS master loaded its metadata");
 
     let replayed = state.last_seq().saturating_sub(snapshot_seq);
+    let tls = config.tls.clone();
     let master = Arc::new(Master::new(config, key, state, journal, snapshots));
     // A long tail replayed at start counts towards the next snapshot, so the next start is quick.
     master.applied(replayed);
@@ -108,7 +109,7 @@ pub async fn run(
         let stopped = async move {
             let _ = serve_stop.wait_for(|stopped| *stopped).await;
         };
-        rpc::serve(listener, api, auth, options, stopped).await.map_err(MasterError::Serve)
+        rpc::serve_with(listener, api, auth, options, tls, stopped).await.map_err(MasterError::Serve)
     });
     tasks.spawn(election::run_election(Arc::clone(&master), kv, stop_rx.clone()));
     tasks.spawn(follow::run_follower(Arc::clone(&master), stop_rx.clone()));

@@ -97,7 +97,8 @@ impl Master {
             io_timeout: config.prepare_timeout,
             reply_timeout: config.prepare_timeout,
             ..ClientConfig::default()
-        });
+        })
+        .with_tls(config.tls.clone());
         Master {
             policy,
             key,
