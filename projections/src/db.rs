@@ -74,6 +74,10 @@ async fn setup(admin_url: &str, name: &str, password: Option<&str>) -> Result<Pg
     let mut conn = sqlx::PgConnection::connect_with(&admin)
         .await
         .map_err(|source| DbError::Unreachable { url: redacted.clone(), source })?;
+    // Two processes provisioning at once (replicas starting together) would race on the same
+    // catalog rows ("tuple concurrently updated"): one at a time, until the hand-over is done.
+    // The lock ends with this connection.
+    sqlx::query("SELECT pg_advisory_lock(hashtext('edd.provision'))").execute(&mut conn).await?;
     // Names were validated above and passwords are quoted as literals: identifiers and DDL
     // arguments cannot be bound as parameters.
     let login = match password {
@@ -113,8 +117,9 @@ async fn setup(admin_url: &str, name: &str, password: Option<&str>) -> Result<Pg
         }
     }
     sqlx::query(&format!("REVOKE ALL ON DATABASE \"{name}\" FROM PUBLIC")).execute(&mut conn).await?;
+    let handed = hand_over(&admin, name).await;
     let _ = conn.close().await;
-    hand_over(&admin, name).await?;
+    handed?;
     Ok(admin)
 }
 
