@@ -2,6 +2,9 @@
 //! `edd gfs chunkserver` children on ephemeral ports, against the test's own nats-server, each with
 //! its own data directory and log file under a temporary directory. They can be SIGKILLed and
 //! restarted (with the same data and port) one by one; everything is killed on drop.
+//!
+//! [`GfsCluster::start_tls`] runs every process with TLS on both planes: a CA and a certificate for
+//! `127.0.0.1`/`localhost` made with rcgen, their PEM files under the cluster's directory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,6 +12,7 @@ use std::time::Duration;
 use crate::{eventually, Service};
 use anyhow::{bail, Context as _};
 use edd_gfs::client::{GfsClient, GfsConfig};
+use edd_gfs::tls::Tls;
 
 pub const CLUSTER_KEY: &str = "it-cluster-key-0123456789abcdef";
 pub const CLIENT_SECRET: &str = "it-client-secret-0123456789abcdef";
@@ -40,6 +44,25 @@ pub struct GfsCluster {
     chunkservers: Vec<Service>,
     /// Chunkserver data plane addresses.
     pub chunkserver_addrs: Vec<String>,
+    /// With TLS: the CA (PEM) clients trust; the servers' files are `ca.pem`, `cert.pem`, `key.pem`
+    /// under `dir`.
+    tls_ca: Option<String>,
+}
+
+/// Writes a CA and a server certificate it signed for `127.0.0.1` and `localhost` (PEM) into `dir`;
+/// returns the CA.
+fn write_pki(dir: &Path) -> anyhow::Result<String> {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "edd it GFS CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate()?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?.signed_by(&key, &ca)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.pem())?;
+    std::fs::write(dir.join("key.pem"), key.serialize_pem())?;
+    Ok(ca.pem())
 }
 
 /// The `edd` binary of the same build as the running executable: beside it (a bench binary in
@@ -74,8 +97,29 @@ impl GfsCluster {
         chunkservers: usize,
         timing: Timing,
     ) -> anyhow::Result<Self> {
+        Self::start_with(nats, masters, chunkservers, timing, false).await
+    }
+
+    /// [`start`](Self::start), every process with TLS on both planes (plaintext refused).
+    pub async fn start_tls(
+        nats: &crate::NatsServer,
+        masters: usize,
+        chunkservers: usize,
+        timing: Timing,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(nats, masters, chunkservers, timing, true).await
+    }
+
+    async fn start_with(
+        nats: &crate::NatsServer,
+        masters: usize,
+        chunkservers: usize,
+        timing: Timing,
+        tls: bool,
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("edd-it-gfs-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir)?;
+        let tls_ca = if tls { Some(write_pki(&dir)?) } else { None };
         let mut cluster = GfsCluster {
             dir,
             nats_url: nats.url(),
@@ -85,6 +129,7 @@ impl GfsCluster {
             masters: Vec::new(),
             chunkservers: Vec::new(),
             chunkserver_addrs: Vec::new(),
+            tls_ca,
         };
         for n in 0..masters {
             cluster.master_addrs.push(format!("127.0.0.1:{}", free_port()?));
@@ -159,6 +204,12 @@ impl GfsCluster {
             .env("EDD_GFS_CHUNKSERVER_TIMEOUT_SECS", self.timing.chunkserver_timeout_secs.to_string())
             .env("EDD_GFS_ORPHAN_GRACE_SECS", self.timing.orphan_grace_secs.to_string())
             .env("EDD_GFS_CHUNK_LEASE_SECS", self.timing.chunk_lease_secs.to_string());
+        if self.tls_ca.is_some() {
+            command
+                .env("EDD_GFS_TLS_CA_FILE", self.dir.join("ca.pem"))
+                .env("EDD_GFS_TLS_CERT_FILE", self.dir.join("cert.pem"))
+                .env("EDD_GFS_TLS_KEY_FILE", self.dir.join("key.pem"));
+        }
         Service::process(name, format!("http://{addr}"), command, self.dir.join(format!("{name}.log")))
     }
 
@@ -172,8 +223,20 @@ impl GfsCluster {
     }
 
     /// A client of this cluster, with short deadlines so a test sees failures quickly.
+    /// Over TLS when the cluster runs it.
     pub fn client(&self) -> anyhow::Result<GfsClient> {
-        Ok(GfsClient::new(GfsConfig::new(self.master_addrs.clone(), CLIENT_SECRET.as_bytes().to_vec()))?)
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(Tls::from_pem(ca.as_bytes(), None)?),
+            None => None,
+        };
+        self.client_with(tls)
+    }
+
+    /// A client with `tls` (or plaintext), whatever the cluster runs.
+    pub fn client_with(&self, tls: Option<Tls>) -> anyhow::Result<GfsClient> {
+        let mut config = GfsConfig::new(self.master_addrs.clone(), CLIENT_SECRET.as_bytes().to_vec());
+        config.tls = tls;
+        Ok(GfsClient::new(config)?)
     }
 
     /// SIGKILLs chunkserver `n`, as a crash would.

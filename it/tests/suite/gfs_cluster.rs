@@ -460,3 +460,31 @@ async fn a_write_survives_nats_dying_under_the_master_and_nothing_acknowledged_i
     let (read, n) = read_sha(&gfs, &file, 0, None).await.expect("read");
     assert_eq!((read, n), (written, len), "every acknowledged byte reads back intact");
 }
+
+#[tokio::test]
+async fn over_tls_files_round_trip_and_plaintext_or_a_foreign_ca_is_refused() {
+    let env = TestEnv::new().await.expect("env");
+    let c = GfsCluster::start_tls(&env.nats, 1, 3, Timing::default()).await.expect("gfs cluster over TLS");
+    // Registered over TLS (heartbeats); the master prepared replicas over the TLS data plane.
+    let gfs = c.client().expect("client");
+    gfs.create_namespace("tls").await.unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let file = gfs.create("tls", "/f").await.expect("create");
+    let len = CHUNK_SIZE + 6 * MIB; // two chunks
+    let written = write_pattern(&gfs, &file, 3, len).await.expect("write over TLS");
+    let (read, read_len) = read_sha(&gfs, &file, 0, None).await.expect("read over TLS");
+    assert_eq!((read, read_len), (written, len), "read back over TLS");
+
+    let short = |mut config: GfsConfig| {
+        config.master.failover_timeout = Duration::from_secs(1);
+        GfsClient::new(config).expect("client")
+    };
+    let plain = short(GfsConfig::new(c.master_addrs.clone(), edd_it::gfs::CLIENT_SECRET.as_bytes().to_vec()));
+    let refused = plain.namespaces().await;
+    assert!(matches!(refused, Err(GfsError::Unavailable(_))), "plaintext: {refused:?}");
+
+    let stranger = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let mut config = GfsConfig::new(c.master_addrs.clone(), edd_it::gfs::CLIENT_SECRET.as_bytes().to_vec());
+    config.tls = Some(edd_gfs::tls::Tls::from_pem(stranger.cert.pem().as_bytes(), None).expect("tls"));
+    let refused = short(config).namespaces().await;
+    assert!(matches!(refused, Err(GfsError::Unavailable(_))), "another CA: {refused:?}");
+}
