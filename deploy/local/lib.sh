@@ -328,25 +328,32 @@ ensure_nats() {
     fi
 }
 
-# stop_nats: stops a NATS that an older ensure_nats started (pid file only; never by name).
-stop_nats() {
-    local pidfile="$EDD_HOME/nats.pid" pid
-    if ! nats_pid_alive; then
-        log "no NATS of ours is running (no live $pidfile)"
-        rm -f "$pidfile"
-        return 0
-    fi
-    pid="$(tr -dc '0-9' <"$pidfile")"
-    log "stopping NATS (pid $pid)"
+# stop_pid WHAT PIDFILE: SIGTERM to the pid in PIDFILE, SIGKILL after 15 s (callers have checked
+# that the pid is really theirs; never by name).
+stop_pid() {
+    local what="$1" pid
+    pid="$(tr -dc '0-9' <"$2")"
+    log "stopping $what (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 15))
     while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
         sleep 0.2
     done
     if kill -0 "$pid" 2>/dev/null; then
-        warn "NATS (pid $pid) still running after 15s; sending SIGKILL"
+        warn "$what (pid $pid) still running after 15s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
+}
+
+# stop_nats: stops a NATS that an older ensure_nats started (pid file only; never by name).
+stop_nats() {
+    local pidfile="$EDD_HOME/nats.pid"
+    if ! nats_pid_alive; then
+        log "no NATS of ours is running (no live $pidfile)"
+        rm -f "$pidfile"
+        return 0
+    fi
+    stop_pid "NATS" "$pidfile"
     rm -f "$pidfile"
     log "NATS stopped (JetStream data kept in $EDD_HOME/nats)"
 }
@@ -586,23 +593,13 @@ wait_podman_api() {
 # stop_podman: stops the podman service that ensure_podman started (pid file only; never by name).
 # Containers it started keep running under their conmon; the next service sees them again.
 stop_podman() {
-    local pidfile="$EDD_PODMAN_DIR/podman.pid" pid
+    local pidfile="$EDD_PODMAN_DIR/podman.pid"
     if ! podman_pid_alive; then
         log "no podman service of ours is running (no live $pidfile)"
         rm -f "$pidfile"
         return 0
     fi
-    pid="$(tr -dc '0-9' <"$pidfile")"
-    log "stopping the podman service (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "the podman service (pid $pid) still running after 15s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "the podman service" "$pidfile"
     rm -f "$pidfile" "$EDD_PODMAN_DIR/podman.sock"
     log "podman service stopped"
 }
