@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use super::{
     gateway::{start_with, test_limits},
-    gateway_tls::{certificate, temp_dir, AnyCertificate},
+    gateway_tls::{certificate, temp_dir, trusting_any_certificate},
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -273,14 +273,7 @@ async fn https(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> HttpsAnswer {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = trusting_any_certificate(&[b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)

@@ -38,10 +38,24 @@ pub(crate) fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (CertFiles,
     (files, generated.cert.der().to_vec())
 }
 
+/// A TLS client that accepts the gateway's development certificate (any certificate), offering
+/// `alpn`.
+pub(crate) fn trusting_any_certificate(alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
 /// Trusts whatever the server presents: these tests check *which* certificate is served; the
 /// signatures of the handshake are still verified.
 #[derive(Debug)]
-pub(crate) struct AnyCertificate(pub(crate) Arc<rustls::crypto::CryptoProvider>);
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -84,14 +98,7 @@ struct Answer {
 
 /// One HTTP/2 request over TLS to `addr`, naming `sni`.
 async fn h2_get(addr: std::net::SocketAddr, sni: &str, path: &str) -> Answer {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = trusting_any_certificate(&[b"h2", b"http/1.1"]);
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(sni.to_owned()).unwrap(), tcp)
